@@ -1,0 +1,3 @@
+"""ganpipe: train, score and compare GANs on MedMNIST as a reproducible DVC pipeline."""
+
+__version__ = "0.1.0"

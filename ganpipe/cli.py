@@ -1,0 +1,43 @@
+"""The `ganpipe` command: helpers around the DVC pipeline (the pipeline itself runs with dvc)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ganpipe import paths
+from ganpipe.stage import run_stage
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from ganpipe.compare import compare  # matplotlib and pandas load only when needed
+
+    written, table = compare(Path(args.out), all_commits=args.all_commits)
+    print(f"{len(table)} experiments compared; wrote {', '.join(str(path) for path in written)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganpipe", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    compare = commands.add_parser(
+        "compare",
+        help="tabulate and chart every experiment of this repo (from dvc exp show --json)",
+        description="Write OUT/comparison.md (one row per finished experiment: params and metrics) and "
+        "OUT/comparison.png (FID and IS per model, error bars across seeds). Run it in the repository "
+        "root after `dvc exp run` or `dvc queue start`.",
+    )
+    compare.add_argument("--out", default=str(paths.REPORTS), help="output folder (default: %(default)s)")
+    compare.add_argument("--all-commits", action="store_true",
+                         help="include experiments based on every commit, not only on HEAD")
+    compare.set_defaults(run=_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `ganpipe` console script; user errors end in one line and exit status 1."""
+    args = build_parser().parse_args(argv)
+    run_stage(lambda: args.run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""`ganpipe compare`: every experiment of this repo in one table and one chart.
+
+DVC keeps each `dvc exp run` (queued ones included, once they have run) as an experiment commit;
+`dvc exp show --json` lists them with their params and metrics. This module reads that document,
+keeps the runs that finished with metrics, and writes reports/comparison.md (one row per
+experiment) and reports/comparison.png (FID and IS per model, with the spread across seeds).
+
+The JSON layout (DVC 3.x) is a list of commits, the first being the workspace:
+    [{"rev": "workspace" | <sha>, "name": <branch> | null, "error": ..., "data": {...},
+      "experiments": [{"name": ..., "executor": {"state": "queued" | "running" | "success" |
+                       "failed", ...} | null, "revs": [{"rev": <sha>, "name": ..., "error": ...,
+                       "data": {...}}]}] | null}]
+where each "data" holds {"params": {"params.yaml": {"data": {...}}},
+"metrics": {"metrics/scores.json": {"data": {...}} | {"error": ...}, ...}}.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ganpipe import paths
+from ganpipe.errors import GanpipeError
+from ganpipe.io import save_figure, write_text
+from ganpipe.params import PARAMS_FILE
+
+WORKSPACE = "workspace"
+UNFINISHED_STATES = {"queued": "queued, not run yet", "running": "still running"}
+
+# Report columns: (column, source file, key). Params come from params.yaml, metrics from their JSON.
+METRIC_COLUMNS = (
+    ("fid", paths.SCORES, "fid"),
+    ("is_mean", paths.SCORES, "is_mean"),
+    ("kid_mean", paths.SCORES, "kid_mean"),
+    ("precision", paths.SCORES, "precision"),
+    ("recall", paths.SCORES, "recall"),
+    ("coverage_classes", paths.SCORES, "coverage_classes"),
+    ("num_generated", paths.SCORES, "num_generated"),
+    ("wall_time_s", paths.TRAIN_METRICS, "wall_time_s"),
+)
+PARAM_COLUMNS = ("model", "loss", "lr_g", "lr_d", "n_critic", "epochs", "data", "seed")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One finished run: its display name, commit, params.yaml and metrics files (by path)."""
+
+    name: str
+    rev: str
+    params: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]
+
+    def row(self) -> dict[str, Any]:
+        """The report row: the key params of the selected model, then the metrics."""
+        model = self.params.get("model")
+        model_settings = self.params.get("models", {}).get(model, {})
+        row: dict[str, Any] = {
+            "experiment": self.name,
+            "rev": self.rev[:7] if self.rev != WORKSPACE else WORKSPACE,
+            "model": model,
+            "loss": model_settings.get("loss"),
+            "lr_g": model_settings.get("lr_g"),
+            "lr_d": model_settings.get("lr_d"),
+            "n_critic": model_settings.get("n_critic"),
+            "epochs": self.params.get("train", {}).get("epochs"),
+            "data": self.params.get("data", {}).get("name"),
+            "seed": self.params.get("seed"),
+        }
+        for column, source, key in METRIC_COLUMNS:
+            row[column] = self.metrics.get(source.as_posix(), {}).get(key)
+        return row
+
+
+def run_exp_show(all_commits: bool = False) -> list[dict[str, Any]]:
+    """`dvc exp show --json` for the repository in the current directory."""
+    dvc = shutil.which("dvc")
+    if dvc is None:
+        raise GanpipeError("dvc not found on PATH; activate the venv that has the requirements installed")
+    command = [dvc, "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit status {result.returncode}"
+        raise GanpipeError(f"`dvc {' '.join(command[1:])}` failed: {reason}")
+    try:
+        document = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        raise GanpipeError("dvc exp show --json printed no valid JSON; check the DVC version (3.x)") from None
+    if not isinstance(document, list):
+        raise GanpipeError("dvc exp show --json is not a list of commits; check the DVC version (3.x)")
+    return document
+
+
+def _file_data(files: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """{path: contents} for the files DVC could read; unreadable ones ({"error": ...}) are left out."""
+    return {
+        path: entry["data"]
+        for path, entry in (files or {}).items()
+        if isinstance(entry, dict) and entry.get("data")
+    }
+
+
+def _experiment(name: str, entry: dict[str, Any], state: str | None, skipped: list[str]) -> Experiment | None:
+    """The Experiment of one `rev` entry, or None (with the reason added to `skipped`)."""
+    if state in UNFINISHED_STATES:
+        skipped.append(f"{name}: {UNFINISHED_STATES[state]}")
+        return None
+    message = (entry.get("error") or {}).get("msg")
+    if state == "failed":
+        skipped.append(f"{name}: failed ({message or 'run failed'}; see `dvc queue logs {name}`)")
+        return None
+    if message:
+        skipped.append(f"{name}: could not be read ({message})")
+        return None
+    data = entry.get("data") or {}
+    metrics = _file_data(data.get("metrics"))
+    if paths.SCORES.as_posix() not in metrics:
+        skipped.append(f"{name}: no {paths.SCORES.as_posix()} (the pipeline did not reach the score stage)")
+        return None
+    params = _file_data(data.get("params")).get(PARAMS_FILE, {})
+    return Experiment(name=name, rev=entry.get("rev") or name, params=params, metrics=metrics)
+
+
+def collect_experiments(document: list[dict[str, Any]]) -> tuple[list[Experiment], list[str]]:
+    """The finished experiments in `dvc exp show --json` order, and one note per skipped entry.
+
+    The workspace is dropped when it repeats another row, as it does right after `dvc exp run`
+    or a checkout: one run should not count twice in the spread across seeds.
+    """
+    experiments: list[Experiment] = []
+    skipped: list[str] = []
+    for commit in document:
+        rev = commit.get("rev") or ""
+        name = WORKSPACE if rev == WORKSPACE else commit.get("name") or rev[:7]
+        baseline = _experiment(name, commit, None, skipped)
+        if baseline is not None:
+            experiments.append(baseline)
+        for experiment in commit.get("experiments") or []:
+            revs = experiment.get("revs") or []
+            if not revs:
+                continue
+            state = (experiment.get("executor") or {}).get("state")
+            exp_name = experiment.get("name") or revs[0].get("name") or (revs[0].get("rev") or "")[:7]
+            found = _experiment(exp_name, revs[0], state, skipped)
+            if found is not None:
+                experiments.append(found)
+    workspace = next((e for e in experiments if e.rev == WORKSPACE), None)
+    if workspace is not None:
+        twin = next((e for e in experiments if e is not workspace and e.params == workspace.params
+                     and e.metrics == workspace.metrics), None)
+        if twin is not None:
+            experiments.remove(workspace)
+            skipped.append(f"{WORKSPACE}: same params and metrics as {twin.name}, listed once")
+    return experiments, skipped
+
+
+def comparison_table(experiments: list[Experiment]) -> pd.DataFrame:
+    """One row per experiment, best FID first (rows without FID last)."""
+    table = pd.DataFrame([experiment.row() for experiment in experiments])
+    return table.sort_values("fid", na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_report(table: pd.DataFrame, skipped: list[str]) -> str:
+    """The comparison as Markdown: the table, a legend, and why some experiments are not in it."""
+    columns = list(table.columns)
+    lines = [
+        "# GAN comparison",
+        "",
+        "Written by `ganpipe compare` from `dvc exp show --json`. FID and KID: lower is better; "
+        "IS, precision and recall: higher is better. Sorted by FID.",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "| " + " | ".join("---" for _ in columns) + " |",
+    ]
+    lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in table.itertuples(index=False)]
+    sample_counts = table["num_generated"].dropna().unique()
+    if len(sample_counts) > 1:
+        counts = ", ".join(map(_cell, sample_counts))
+        lines += ["", f"**Warning:** the rows were scored on different sample counts ({counts}); FID is "
+                  "biased by N, so compare only rows with equal num_generated."]
+    if skipped:
+        lines += ["", "Not in the table:", ""] + [f"- {note}" for note in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def _group_label(table: pd.DataFrame) -> pd.Series:
+    """Bars group by model; by model and dataset when several datasets are present (FIDs of
+    different datasets are not comparable, so they must not share a bar)."""
+    if table["data"].nunique(dropna=False) > 1:
+        return table["model"].astype(str) + "\n" + table["data"].astype(str)
+    return table["model"].astype(str)
+
+
+def plot_comparison(table: pd.DataFrame, path: Path) -> Path:
+    """FID and IS per model: bar = mean over its experiments, error bar = std where there are several."""
+    grouped = table.assign(group=_group_label(table)).groupby("group", sort=False)
+    figure = Figure(figsize=(max(9, 1.6 * grouped.ngroups + 3), 5), layout="constrained")
+    axes = figure.subplots(1, 2)
+    for ax, column, title, color in (
+        (axes[0], "fid", "FID (lower is better)", "tab:blue"),
+        (axes[1], "is_mean", "IS (higher is better)", "tab:green"),
+    ):
+        stats = grouped[column].agg(["mean", "std", "count"])
+        stats = stats[stats["count"] > 0]
+        ax.set_title(title)
+        ax.set_ylabel(column)
+        if stats.empty:
+            ax.text(0.5, 0.5, f"no {column} in {paths.SCORES.as_posix()}", ha="center", va="center",
+                    transform=ax.transAxes)
+            continue
+        positions = np.arange(len(stats))
+        spread = stats["std"].fillna(0)  # one experiment: no spread to show
+        ax.bar(positions, stats["mean"], yerr=spread, capsize=6, color=color, alpha=0.8)
+        ax.set_xticks(positions, stats.index)
+        for position, mean, std, count in zip(positions, stats["mean"], spread, stats["count"], strict=True):
+            label = f"{mean:.3g} ± {std:.2g}" if count > 1 else f"{mean:.3g}"
+            ax.annotate(f"{label}\nn={count}", (position, mean + std), xytext=(0, 4),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=9)
+        ax.margins(y=0.2)
+        ax.grid(axis="y", alpha=0.3)
+    figure.suptitle("Models compared across experiments (error bars: std over experiments, e.g. seeds)")
+    save_figure(path, figure)
+    return path
+
+
+def compare(out_dir: Path = paths.REPORTS, all_commits: bool = False) -> tuple[list[Path], pd.DataFrame]:
+    """Write comparison.md and comparison.png into `out_dir`; return the paths and the table."""
+    experiments, skipped = collect_experiments(run_exp_show(all_commits))
+    if not experiments:
+        reasons = f" ({'; '.join(skipped)})" if skipped else ""
+        raise GanpipeError(f"no experiment has metrics yet{reasons}; run `dvc repro` or `dvc exp run` first")
+    table = comparison_table(experiments)
+    report = out_dir / "comparison.md"
+    write_text(report, markdown_report(table, skipped))
+    return [report, plot_comparison(table, out_dir / "comparison.png")], table

@@ -1,0 +1,244 @@
+"""Load and validate params.yaml.
+
+Every stage calls `load_params()` before it touches any output. A bad value raises ParamsError
+with one line naming the key, the bad value and what is allowed; the stage runner turns it into
+exit status 2. The config stays plain data (nested dicts), as DVC and `dvc exp run -S` see it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ganpipe.errors import ParamsError
+
+PARAMS_FILE = "params.yaml"
+SIZES = (28, 64, 128, 224)
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+
+Check = Callable[[str, Any], None]
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ParamsError(f"params.yaml: {key} = {value!r} is not allowed; expected {allowed}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def integer(low: int, high: int | None = None) -> Check:
+    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+
+    def check(key: str, value: Any) -> None:
+        if not _is_int(value) or value < low or (high is not None and value > high):
+            _fail(key, value, allowed)
+
+    return check
+
+
+def number(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False) -> Check:
+    left, right = ("(" if low_open else "["), (")" if high_open else "]")
+    allowed = f"a number in {left}{low}, {'inf' if high is None else high}{right}"
+
+    def check(key: str, value: Any) -> None:
+        ok = _is_number(value)
+        ok = ok and (value > low if low_open else value >= low)
+        ok = ok and (high is None or (value < high if high_open else value <= high))
+        if not ok:
+            _fail(key, value, allowed)
+
+    return check
+
+
+def boolean(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        _fail(key, value, "true or false")
+
+
+def choice(*options: Any) -> Check:
+    def check(key: str, value: Any) -> None:
+        if value not in options or isinstance(value, bool) != isinstance(options[0], bool):
+            _fail(key, value, "one of " + ", ".join(str(o) for o in options))
+
+    return check
+
+
+def string(key: str, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        _fail(key, value, "a non-empty string")
+
+
+def optional(check: Check) -> Check:
+    def wrapped(key: str, value: Any) -> None:
+        if value is not None:
+            check(key, value)
+
+    return wrapped
+
+
+def readable_path(key: str, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        _fail(key, value, "a path to an existing file or folder")
+    if not os.path.exists(value):
+        raise ParamsError(
+            f"params.yaml: {key} = {value!r}: no such file or folder; fix the path or set it to null"
+        )
+    if not os.access(value, os.R_OK):
+        raise ParamsError(f"params.yaml: {key} = {value!r}: not readable; check its permissions")
+
+
+def betas(key: str, value: Any) -> None:
+    if not (isinstance(value, list) and len(value) == 2 and all(_is_number(b) and 0 <= b < 1 for b in value)):
+        _fail(key, value, "a list of two numbers in [0, 1), e.g. [0.5, 0.999]")
+
+
+MODEL_SCHEMA: dict[str, Check] = {
+    "loss": string,  # checked against the loss registry below
+    "optimizer": choice(*OPTIMIZERS),
+    "lr_g": number(0, 1, low_open=True),
+    "lr_d": number(0, 1, low_open=True),
+    "betas": betas,
+    "n_critic": integer(1, 100),
+    "clip": optional(number(0, None, low_open=True)),
+    "gp_lambda": number(0),
+    "spectral_norm_g": boolean,
+    "spectral_norm_d": boolean,
+    "dropout_d": number(0, 1, high_open=True),
+    "label_smoothing": number(0, 0.5),
+    "ema_decay": optional(number(0, 1, low_open=True, high_open=True)),
+}
+
+SCHEMA: dict[str, Any] = {
+    "model": string,  # checked against `models` below
+    "seed": integer(0, 2**31 - 1),
+    "data": {
+        "name": string,  # checked against the dataset registry below
+        "source": optional(readable_path),
+        "size": choice(*SIZES),
+        "channels": choice(1, 3),
+        "limit": optional(integer(16)),
+    },
+    "models": None,  # a mapping of model name -> MODEL_SCHEMA, checked below
+    "arch": {
+        "nz": integer(1, 4096),
+        "ngf": integer(4, 1024),
+        "ndf": integer(4, 1024),
+    },
+    "train": {
+        "device": choice(*DEVICES),
+        "epochs": integer(1),
+        "max_steps": optional(integer(1)),
+        "batch_size": integer(2, 65536),
+        "checkpoint_every": integer(1),
+        "checkpoint_dir": string,
+        "eval_every": optional(integer(1)),
+        "bf16": boolean,
+        "compile": boolean,
+        "cuda_graphs": boolean,
+        "tensorboard": boolean,
+    },
+    "classifier": {
+        "epochs": integer(1, 1000),
+        "batch_size": integer(2, 65536),
+        "lr": number(0, 1, low_open=True),
+    },
+    "sample": {
+        "num_samples": integer(16),
+        "batch_size": integer(1, 65536),
+    },
+    "score": {
+        "num_real": integer(16),
+        "train_samples": integer(16),
+        "inception": boolean,
+        "inception_weights": optional(readable_path),
+        "batch_size": integer(1, 65536),
+    },
+}
+
+
+def _check_section(schema: dict[str, Any], prefix: str, params: Any) -> None:
+    if not isinstance(params, dict):
+        _fail(prefix or "(top level)", params, "a mapping of keys")
+    for key in params:
+        if key not in schema:
+            name = f"{prefix}.{key}" if prefix else str(key)
+            raise ParamsError(f"params.yaml: unknown key {name!r}; allowed keys here: {', '.join(schema)}")
+    for key, check in schema.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if key not in params:
+            raise ParamsError(f"params.yaml: missing key {name!r}; add it (see the README's params table)")
+        if check is None:
+            continue
+        if isinstance(check, dict):
+            _check_section(check, name, params[key])
+        else:
+            check(name, params[key])
+
+
+def _check_models(params: dict[str, Any]) -> None:
+    from ganpipe.losses import LOSSES, check_model_options
+
+    models = params["models"]
+    if not isinstance(models, dict) or not models:
+        _fail("models", models, "a mapping of model name -> settings")
+    for name, cfg in models.items():
+        _check_section(MODEL_SCHEMA, f"models.{name}", cfg)
+        if cfg["loss"] not in LOSSES:
+            _fail(f"models.{name}.loss", cfg["loss"], "one of " + ", ".join(sorted(LOSSES)))
+        check_model_options(f"models.{name}", cfg)
+    if params["model"] not in models:
+        _fail("model", params["model"], "one of " + ", ".join(models))
+
+
+def _check_data(data: dict[str, Any]) -> None:
+    from ganpipe.data import DATASETS, LOCAL
+
+    if data["name"] not in DATASETS:
+        _fail("data.name", data["name"], "one of " + ", ".join(sorted(DATASETS)))
+    if data["name"] == LOCAL and data["source"] is None:
+        raise ParamsError(
+            "params.yaml: data.name = 'local' needs data.source: set it to a MedMNIST-layout .npz "
+            "file or a torchvision MNIST idx folder"
+        )
+
+
+def validate(params: Any) -> dict[str, Any]:
+    """Check a whole params mapping; return it unchanged or raise ParamsError."""
+    _check_section(SCHEMA, "", params)
+    _check_data(params["data"])
+    _check_models(params)
+    return params
+
+
+def load_params(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Any]:
+    """Read and validate params.yaml (relative to the current directory, the repo root)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(
+            f"{path}: not found; run from the repository root, where params.yaml lives"
+        ) from None
+    try:
+        params = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ParamsError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    return validate(params)
+
+
+def model_config(params: dict[str, Any]) -> dict[str, Any]:
+    """The settings of the selected model."""
+    return params["models"][params["model"]]

@@ -1,0 +1,41 @@
+"""Fixed output paths of every stage (dvc.yaml names the same paths).
+
+Paths are fixed, not per model, so that `dvc exp run -S model=...` compares like with like.
+"""
+
+from pathlib import Path
+
+DATA = Path("data")
+RAW_DIR = DATA / "raw"  # download: manifest.json + dataset .npz (MedMNIST layout)
+RAW_MANIFEST = RAW_DIR / "manifest.json"
+PROCESSED_DIR = DATA / "processed"  # preprocess: train.npz, test.npz, info.json
+PROCESSED_TRAIN = PROCESSED_DIR / "train.npz"  # images uint8 (N, C, H, W), labels int64 (N,)
+PROCESSED_TEST = PROCESSED_DIR / "test.npz"
+PROCESSED_INFO = PROCESSED_DIR / "info.json"
+CLASSIFIER_DIR = DATA / "classifier"  # classifier: classifier.pt
+CLASSIFIER_WEIGHTS = CLASSIFIER_DIR / "classifier.pt"
+REFERENCE_DIR = DATA / "reference"  # reference: real-data features per extractor
+TRAIN_DIR = DATA / "train"  # train: generator.pt, critic.pt, generator_ema.pt, epoch_samples.npz
+GENERATOR = TRAIN_DIR / "generator.pt"
+CRITIC = TRAIN_DIR / "critic.pt"
+GENERATOR_EMA = TRAIN_DIR / "generator_ema.pt"
+EPOCH_SAMPLES = TRAIN_DIR / "epoch_samples.npz"  # images uint8 (E, 16, C, H, W), epochs int64 (E,)
+SAMPLES_DIR = DATA / "samples"  # sample: samples.npz (images uint8 (N, C, H, W))
+SAMPLES = SAMPLES_DIR / "samples.npz"
+
+METRICS = Path("metrics")
+TRAIN_METRICS = METRICS / "train.json"
+CLASSIFIER_METRICS = METRICS / "classifier.json"
+SCORES = METRICS / "scores.json"
+
+PLOTS = Path("plots")
+REAL_GRID = PLOTS / "real_grid.png"  # preprocess
+TRAIN_PLOTS = PLOTS / "train"  # train: losses.tsv, fid.tsv
+LOSSES_TSV = TRAIN_PLOTS / "losses.tsv"  # step, epoch, loss_g, loss_d, wasserstein, gp
+FID_TSV = TRAIN_PLOTS / "fid.tsv"  # epoch, step, fid (header only when eval_every is null)
+SAMPLE_GRID = PLOTS / "samples_grid.png"  # sample
+SCORE_PLOTS = PLOTS / "score"  # score: class_histogram.tsv
+CLASS_HISTOGRAM_TSV = SCORE_PLOTS / "class_histogram.tsv"  # label, real, generated (fractions)
+FIGURES = PLOTS / "figures"  # plots: the PNG figures
+
+REPORTS = Path("reports")  # ganpipe compare

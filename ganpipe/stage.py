@@ -1,0 +1,22 @@
+"""Run a stage's main() so that user errors end in one line and a known exit status."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from ganpipe.errors import GanpipeError
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Call `main`; a GanpipeError prints `error: <message>` on stderr and exits with its code."""
+    try:
+        main()
+    except GanpipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print(
+            "error: interrupted; outputs written so far are complete files, rerun to finish", file=sys.stderr
+        )
+        sys.exit(130)

@@ -1,0 +1,529 @@
+"""The one training loop for every GAN in the registry.
+
+Design choices, each for a reason:
+- The whole training split lives on the device as one uint8 tensor and is normalised per batch:
+  no per-sample PIL decoding, no DataLoader workers.
+- Critic steps draw fakes under no_grad: the generator's graph is only needed for its own step.
+- Real and fake go through the critic as one batch (the critic has no batch norm, so this is the
+  same function as two calls, at better matrix sizes).
+- Every random draw comes from a generator whose state is checkpointed, and the data order of an
+  epoch is a pure function of (seed, epoch), so a resumed run is bit-identical to an uninterrupted one.
+- Checkpoints live under train.checkpoint_dir, keyed by a hash of everything that shapes the
+  result, because DVC deletes a stage's declared outputs before it re-runs the stage.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ganpipe import paths
+from ganpipe.errors import GanpipeError, ParamsError
+from ganpipe.io import load_torch, save_npz, save_torch, write_json, write_text
+from ganpipe.losses import LOSSES, gradient_penalty
+from ganpipe.models import build_models, to_uint8
+from ganpipe.params import model_config
+
+FIXED_NOISE_COUNT = 16  # samples per epoch in the epoch-progression grid
+LOG_COLUMNS = ("step", "epoch", "loss_g", "loss_d", "wasserstein", "gp")
+FINAL_WINDOW = 50  # train.json reports losses averaged over the last this-many generator steps
+# Source files whose change must invalidate a checkpoint (they define what a step computes).
+CODE_FILES = ("train.py", "models.py", "losses.py")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParamsError(
+            "params.yaml: train.device = 'cuda' but no CUDA device is available; use auto or cpu"
+        )
+    return torch.device(name)
+
+
+def progress_is_quiet() -> bool:
+    """No progress bars under CI or when stderr is not a terminal (logs stay readable)."""
+    return bool(os.environ.get("CI")) or not sys.stderr.isatty()
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_key(params: dict[str, Any], device: torch.device, data_md5: str) -> str:
+    """Hash of everything that shapes the trained weights: params, data and the loop's code."""
+    train = {
+        k: v
+        for k, v in params["train"].items()
+        if k not in ("checkpoint_every", "checkpoint_dir", "tensorboard")
+    }
+    code_dir = Path(__file__).parent
+    shaped_by = {
+        "model": model_config(params),
+        "arch": params["arch"],
+        "data": params["data"],
+        "seed": params["seed"],
+        "train": {**train, "device": device.type},
+        "train_samples": params["score"]["train_samples"],
+        "data_md5": data_md5,
+        "code": [hashlib.md5((code_dir / name).read_bytes()).hexdigest() for name in CODE_FILES],
+    }
+    return hashlib.sha256(json.dumps(shaped_by, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def epoch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Tensor:
+    """The data order of one epoch, a pure function of (seed, epoch) so resume needs no saved state."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator).to(device)
+
+
+def make_optimizer(
+    cfg: dict[str, Any], parameters: Any, lr: float, capturable: bool
+) -> torch.optim.Optimizer:
+    """`capturable` keeps the optimizer's step counters on the device, as CUDA graphs need."""
+    if cfg["optimizer"] == "adam":
+        # With capturable (CUDA) the fused kernel updates every tensor in one launch.
+        return torch.optim.Adam(
+            parameters, lr=lr, betas=tuple(cfg["betas"]), fused=capturable or None, capturable=capturable
+        )
+    if cfg["optimizer"] == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=lr, capturable=capturable)
+    return torch.optim.SGD(parameters, lr=lr)
+
+
+def _rng_state(noise: torch.Generator, device: torch.device) -> dict[str, Any]:
+    mt_name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "noise": noise.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": [mt_name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+
+
+def _restore_rng(state: dict[str, Any], noise: torch.Generator, device: torch.device) -> None:
+    noise.set_state(state["noise"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    mt_name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((mt_name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class Run:
+    """Everything one training run holds; `state_dict()` is exactly what a checkpoint stores."""
+
+    def __init__(self, params: dict[str, Any], device: torch.device, channels: int, size: int) -> None:
+        self.cfg = model_config(params)
+        self.device = device
+        seed = params["seed"]
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        generator, critic = build_models(self.cfg, params["arch"], channels, size)
+        self.generator, self.critic = generator.to(device), critic.to(device)
+        self.ema = copy.deepcopy(self.generator).eval() if self.cfg["ema_decay"] else None
+        capturable = device.type == "cuda" and params["train"]["cuda_graphs"]
+        self.opt_g = make_optimizer(self.cfg, self.generator.parameters(), self.cfg["lr_g"], capturable)
+        self.opt_d = make_optimizer(self.cfg, self.critic.parameters(), self.cfg["lr_d"], capturable)
+        self.noise = torch.Generator(device).manual_seed(seed + 1)
+        self.fixed_noise = torch.randn(
+            FIXED_NOISE_COUNT, params["arch"]["nz"], generator=torch.Generator().manual_seed(seed + 2)
+        ).to(device)
+        self.step = 0  # critic steps done; the data position is derived from it
+        self.log: list[list[float | None]] = []
+        self.fid_log: list[list[float]] = []
+        self.epoch_samples: list[torch.Tensor] = []
+        self.train_seconds = 0.0  # time inside training steps, summed across resumes
+        self.wall_seconds = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "critic": self.critic.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "rng": _rng_state(self.noise, self.device),
+            "step": self.step,
+            "log": self.log,
+            "fid_log": self.fid_log,
+            "epoch_samples": self.epoch_samples,
+            "train_seconds": self.train_seconds,
+            "wall_seconds": self.wall_seconds,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.critic.load_state_dict(state["critic"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        _restore_rng(state["rng"], self.noise, self.device)
+        self.step, self.log, self.fid_log = state["step"], state["log"], state["fid_log"]
+        self.epoch_samples = state["epoch_samples"]
+        self.train_seconds, self.wall_seconds = state["train_seconds"], state["wall_seconds"]
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator that sampling uses: the EMA copy when EMA is on."""
+        return self.ema if self.ema is not None else self.generator
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        decay = self.cfg["ema_decay"]
+        for ema_param, param in zip(self.ema.parameters(), self.generator.parameters()):
+            ema_param.lerp_(param, 1.0 - decay)
+        for ema_buffer, buffer in zip(self.ema.buffers(), self.generator.buffers()):
+            ema_buffer.copy_(buffer)
+
+    @torch.no_grad()
+    def generate(self, noise: torch.Tensor) -> torch.Tensor:
+        """uint8 images from the sampling generator in eval mode (batch norm running stats)."""
+        model = self.sampler
+        was_training = model.training
+        model.eval()
+        images = to_uint8(model(noise)).cpu()
+        model.train(was_training)
+        return images
+
+
+class Steps:
+    """The critic and generator updates, reading fixed input buffers.
+
+    Fixed buffers make each update a function of no Python state, so on CUDA (train.cuda_graphs)
+    each is captured once as a CUDA graph and replayed: one launch per step instead of hundreds,
+    which is what bounds a small GAN on a big GPU. On CPU the same functions run eagerly. Noise is
+    drawn into the buffers outside the graphs, from the checkpointed generator `run.noise`.
+    """
+
+    WARMUP_STEPS = 3  # eager steps before capture (lazy optimizer state, cuDNN autotuning)
+
+    def __init__(self, run: Run, params: dict[str, Any], images: torch.Tensor) -> None:
+        cfg, train_cfg, device = run.cfg, params["train"], run.device
+        batch, nz = train_cfg["batch_size"], params["arch"]["nz"]
+        self.run, self.images, self.loss = run, images, LOSSES[cfg["loss"]]
+        self.smoothing, self.clip, self.gp_lambda = cfg["label_smoothing"], cfg["clip"], cfg["gp_lambda"]
+        self.real_uint8 = torch.empty((batch, *images.shape[1:]), dtype=torch.uint8, device=device)
+        self.z_critic = torch.empty(batch, nz, device=device)
+        self.z_generator = torch.empty(batch, nz, device=device)
+        self.alpha = torch.empty(batch, 1, 1, 1, device=device)
+        self.finite = torch.ones((), dtype=torch.bool, device=device)
+        self.generator, self.critic = run.generator, run.critic
+        if train_cfg["compile"]:
+            self.generator, self.critic = torch.compile(run.generator), torch.compile(run.critic)
+        self.use_graphs = device.type == "cuda" and train_cfg["cuda_graphs"]
+        # The autocast weight cache must be off inside CUDA graphs (it would be captured stale).
+        self.autocast = torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=train_cfg["bf16"], cache_enabled=not self.use_graphs
+        )
+        self.graphs: dict[str, torch.cuda.CUDAGraph] = {}
+        self.eager_runs = {"critic": 0, "generator": 0}
+        self.outputs: dict[str, tuple[torch.Tensor, ...]] = {}
+
+    def critic_step(self, indices: torch.Tensor) -> None:
+        torch.index_select(self.images, 0, indices, out=self.real_uint8)
+        self.z_critic.normal_(generator=self.run.noise)
+        if self.gp_lambda > 0:
+            self.alpha.uniform_(generator=self.run.noise)
+        self._execute("critic", self._critic_update)
+
+    def generator_step(self) -> None:
+        self.z_generator.normal_(generator=self.run.noise)
+        self._execute("generator", self._generator_update)
+
+    def read_losses(self) -> tuple[float, float, float, float | None, bool]:
+        """(loss_g, loss_d, Wasserstein estimate, gradient penalty or None, all finite so far)."""
+        (loss_g,), (loss_d, gap, penalty) = self.outputs["generator"], self.outputs["critic"]
+        values = torch.stack([loss_g, loss_d, gap, penalty, self.finite.float()]).tolist()
+        return values[0], values[1], values[2], values[3] if self.gp_lambda > 0 else None, bool(values[4])
+
+    def _execute(self, name: str, update: Any) -> None:
+        if not self.use_graphs:
+            self.outputs[name] = update()
+            return
+        if name not in self.graphs:
+            if self.eager_runs[name] < self.WARMUP_STEPS:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    self.outputs[name] = update()
+                torch.cuda.current_stream().wait_stream(side)
+                self.eager_runs[name] += 1
+                return
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.outputs[name] = update()  # captured, not run: the replay below runs it
+            self.graphs[name] = graph
+        self.graphs[name].replay()
+
+    def _critic_update(self) -> tuple[torch.Tensor, ...]:
+        run = self.run
+        real = self.real_uint8.float().div_(127.5).sub_(1.0)  # normalised per batch, on the device
+        with self.autocast:
+            with torch.no_grad():  # the fakes need no generator graph in a critic step
+                fake = self.generator(self.z_critic)
+            # Real and fake in one batch: the critic has no batch norm, so this is the same function.
+            scores = self.critic(torch.cat([real, fake.to(real.dtype)])).float()
+            batch = real.shape[0]
+            score_real, score_fake = scores[:batch], scores[batch:]
+            loss_d = self.loss.critic(score_real, score_fake, self.smoothing)
+            if self.gp_lambda > 0:
+                penalty = gradient_penalty(self.critic, real, fake, self.alpha).float()
+                loss_d = loss_d + self.gp_lambda * penalty
+            else:
+                penalty = torch.zeros((), device=real.device)
+        run.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        run.opt_d.step()
+        if self.clip is not None:
+            with torch.no_grad():
+                for param in run.critic.parameters():
+                    param.clamp_(-self.clip, self.clip)
+        self.finite &= torch.isfinite(loss_d)
+        return loss_d.detach(), (score_real.mean() - score_fake.mean()).detach(), penalty.detach()
+
+    def _generator_update(self) -> tuple[torch.Tensor, ...]:
+        run = self.run
+        run.critic.requires_grad_(False)  # the generator step needs no critic weight gradients
+        with self.autocast:
+            loss_g = self.loss.generator(self.critic(self.generator(self.z_generator)).float())
+        run.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        run.opt_g.step()
+        run.critic.requires_grad_(True)
+        if run.ema is not None:
+            run.update_ema()
+        self.finite &= torch.isfinite(loss_g)
+        return (loss_g.detach(),)
+
+
+def _load_training_images(device: torch.device) -> tuple[torch.Tensor, dict[str, Any]]:
+    if not paths.PROCESSED_TRAIN.exists():
+        raise GanpipeError(f"{paths.PROCESSED_TRAIN}: not found; run `dvc repro preprocess` first")
+    info = json.loads(paths.PROCESSED_INFO.read_text())
+    with np.load(paths.PROCESSED_TRAIN) as arrays:
+        images = torch.from_numpy(arrays["images"]).to(device)
+    return images, info
+
+
+def _check_options(params: dict[str, Any], device: torch.device, n_images: int) -> None:
+    train = params["train"]
+    for option in ("bf16", "compile"):
+        if train[option] and device.type != "cuda":
+            raise ParamsError(
+                f"params.yaml: train.{option} = true needs a CUDA device, but training runs on "
+                f"{device.type}; set train.{option}=false"
+            )
+    if train["compile"] and train["cuda_graphs"] and device.type == "cuda":
+        raise ParamsError(
+            "params.yaml: train.compile = true with train.cuda_graphs = true: both capture the "
+            "training step; set one of them to false"
+        )
+    if train["compile"] and model_config(params)["gp_lambda"] > 0:
+        raise ParamsError(
+            "params.yaml: train.compile = true cannot run the gradient penalty (torch.compile has "
+            "no double backward); set train.compile=false or gp_lambda=0"
+        )
+    if train["batch_size"] > n_images:
+        raise ParamsError(
+            f"params.yaml: train.batch_size = {train['batch_size']} exceeds the {n_images} training "
+            "images; lower it or raise data.limit"
+        )
+
+
+def _tensorboard_writer(params: dict[str, Any], key: str, step: int) -> Any:
+    if not params["train"]["tensorboard"]:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise GanpipeError(
+            "train.tensorboard = true needs the tensorboard package: pip install tensorboard"
+        ) from None
+    return SummaryWriter(log_dir=f"runs/{params['model']}-{key[:8]}", purge_step=step or None)
+
+
+def train(params: dict[str, Any]) -> dict[str, Any]:
+    """Train the model that params['model'] selects; write its outputs; return metrics/train.json."""
+    wall_start = time.perf_counter()
+    cfg, train_cfg = model_config(params), params["train"]
+    device = resolve_device(train_cfg["device"])
+    images, info = _load_training_images(device)
+    _check_options(params, device, len(images))
+
+    batch = train_cfg["batch_size"]
+    steps_per_epoch = len(images) // batch  # the last partial batch is dropped: equal-size steps
+    total_steps = train_cfg["epochs"] * steps_per_epoch
+    if train_cfg["max_steps"] is not None:
+        total_steps = min(total_steps, train_cfg["max_steps"])
+
+    key = run_key(params, device, _file_md5(paths.PROCESSED_TRAIN))
+    checkpoint = Path(train_cfg["checkpoint_dir"]) / key / "checkpoint.pt"
+    run = Run(params, device, info["channels"], info["size"])
+    if checkpoint.exists():
+        run.load_state_dict(load_torch(checkpoint, map_location=device))
+        print(f"resuming from {checkpoint} at step {run.step}/{total_steps}", file=sys.stderr)
+
+    steps = Steps(run, params, images)
+    writer = _tensorboard_writer(params, key, run.step)
+    quiet = progress_is_quiet()
+    bar = tqdm(
+        total=total_steps, initial=run.step, desc=f"train {params['model']}", unit="step", disable=quiet
+    )
+    order = None
+    step_start = time.perf_counter()
+
+    while run.step < total_steps:
+        epoch, position = divmod(run.step, steps_per_epoch)
+        if order is None or position == 0:
+            order = epoch_order(params["seed"], epoch, len(images), device)
+        steps.critic_step(order[position * batch : (position + 1) * batch])
+        run.step += 1
+
+        if run.step % cfg["n_critic"] == 0:
+            steps.generator_step()
+            # One device sync per generator step reads the log row and the divergence guard together.
+            loss_g, loss_d, gap, penalty, finite = steps.read_losses()
+            row = [run.step, round(run.step / steps_per_epoch, 4), loss_g, loss_d, gap, penalty]
+            if not finite:
+                # The critic loss comes first: a bad critic step poisons the generator step after it.
+                bad, value = ("loss_d", loss_d) if not math.isfinite(loss_d) else ("loss_g", loss_g)
+                raise GanpipeError(
+                    f"training diverged at step {run.step} (epoch {row[1]:.2f}): {bad} = {value}"
+                    f"; the last good checkpoint is kept in {checkpoint.parent}; lower the learning rates "
+                    "or add a gradient penalty / spectral norm"
+                )
+            run.log.append(row)
+            if writer is not None:
+                for name, value in zip(LOG_COLUMNS[2:], row[2:]):
+                    if value is not None:
+                        writer.add_scalar(f"train/{name}", value, run.step)
+            bar.set_postfix(loss_g=f"{loss_g:.3f}", loss_d=f"{loss_d:.3f}", refresh=False)
+        bar.update(1)
+
+        epoch_done = run.step % steps_per_epoch == 0 or run.step == total_steps
+        if epoch_done or run.step % train_cfg["checkpoint_every"] == 0:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            now = time.perf_counter()
+            run.train_seconds += now - step_start
+            if epoch_done:
+                _end_of_epoch(run, params, epoch + 1, writer, quiet)
+            run.wall_seconds += time.perf_counter() - wall_start
+            wall_start = time.perf_counter()
+            save_torch(checkpoint, run.state_dict())
+            step_start = time.perf_counter()
+    bar.close()
+    if writer is not None:
+        writer.close()
+
+    run.wall_seconds += time.perf_counter() - wall_start
+    metrics = _write_outputs(run, params, steps_per_epoch, batch)
+    checkpoint.unlink(missing_ok=True)  # outputs are complete; a finished run needs no resume point
+    return metrics
+
+
+def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, quiet: bool) -> None:
+    samples = run.generate(run.fixed_noise)
+    run.epoch_samples.append(samples)
+    eval_every = params["train"]["eval_every"]
+    fid_text = ""
+    if eval_every is not None and epoch % eval_every == 0:
+        from ganpipe.score import domain_fid
+
+        # A separate noise source, so evaluating never shifts the training draws.
+        noise = torch.Generator().manual_seed(params["seed"] + 3 + epoch)
+        count, nz = params["score"]["train_samples"], params["arch"]["nz"]
+        generated = torch.cat(
+            [
+                run.generate(torch.randn(min(500, count - start), nz, generator=noise).to(run.device))
+                for start in range(0, count, 500)
+            ]
+        )
+        fid = float(domain_fid(generated.numpy(), run.device))
+        run.fid_log.append([epoch, run.step, fid])
+        fid_text = f" fid={fid:.2f}"
+        if writer is not None:
+            writer.add_scalar("eval/fid", fid, run.step)
+    if writer is not None:
+        from ganpipe.images import make_grid
+
+        writer.add_image("samples", make_grid(samples.numpy(), nrow=4), epoch, dataformats="HWC")
+    if quiet:
+        last = run.log[-1] if run.log else None
+        losses = f" loss_g={last[2]:.4f} loss_d={last[3]:.4f}" if last else ""
+        print(f"epoch {epoch}: step {run.step}{losses}{fid_text}", flush=True)
+
+
+def _mean_tail(values: list[float | None]) -> float | None:
+    tail = [v for v in values[-FINAL_WINDOW:] if v is not None]
+    return round(float(np.mean(tail)), 6) if tail else None
+
+
+def _write_outputs(run: Run, params: dict[str, Any], steps_per_epoch: int, batch: int) -> dict[str, Any]:
+    def weights(model: nn.Module) -> dict[str, Any]:
+        return {"config": model.config, "state_dict": model.state_dict()}
+
+    save_torch(paths.GENERATOR, weights(run.generator))
+    save_torch(paths.CRITIC, weights(run.critic))
+    if run.ema is not None:
+        save_torch(paths.GENERATOR_EMA, weights(run.ema))
+    save_npz(
+        paths.EPOCH_SAMPLES,
+        images=torch.stack(run.epoch_samples).numpy(),
+        epochs=np.arange(1, len(run.epoch_samples) + 1, dtype=np.int64),
+    )
+
+    def tsv(columns: tuple[str, ...], rows: list[list[Any]]) -> str:
+        lines = ["\t".join(columns)]
+        lines += [
+            "\t".join("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row)
+            for row in rows
+        ]
+        return "\n".join(lines) + "\n"
+
+    write_text(paths.LOSSES_TSV, tsv(LOG_COLUMNS, run.log))
+    write_text(paths.FID_TSV, tsv(("epoch", "step", "fid"), run.fid_log))
+
+    cfg = model_config(params)
+    columns = list(zip(*run.log)) if run.log else [[]] * len(LOG_COLUMNS)
+    metrics = {
+        "model": params["model"],
+        "loss": cfg["loss"],
+        "loss_g": _mean_tail(list(columns[2])),
+        "loss_d": _mean_tail(list(columns[3])),
+        "wasserstein": _mean_tail(list(columns[4])),
+        "gp": _mean_tail(list(columns[5])),
+        "steps": run.step,
+        "generator_steps": len(run.log),
+        "epochs": round(run.step / steps_per_epoch, 4),
+        "final_fid": run.fid_log[-1][2] if run.fid_log else None,
+        "wall_time_s": round(run.wall_seconds, 3),
+        "train_time_s": round(run.train_seconds, 3),
+        "critic_images_per_s": round(run.step * batch / max(run.train_seconds, 1e-9), 1),
+        "device": run.device.type,
+    }
+    write_json(paths.TRAIN_METRICS, metrics)
+    return metrics

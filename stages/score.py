@@ -1,0 +1,18 @@
+"""score stage: domain (and optionally Inception) metrics of the generated samples."""
+
+from ganpipe.params import load_params
+from ganpipe.score import score_samples
+from ganpipe.stage import run_stage
+
+
+def main() -> None:
+    params = load_params()
+    scores = score_samples(params)
+    print(
+        f"score: fid {scores['fid']:.3f}, is {scores['is_mean']:.3f}, "
+        f"{scores['num_generated']} generated vs {scores['num_real']} real"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

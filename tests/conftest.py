@@ -1,0 +1,108 @@
+"""Shared test helpers: a temporary copy of the repo and tiny params for fast pipeline runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+MNIST_NPZ = SHARED_DATA / "mnist_t10k.npz"
+MNIST_IDX = SHARED_DATA / "MNIST"
+
+# Settings small enough for a whole pipeline run in seconds on 2 CPU cores.
+TINY: dict[str, Any] = {
+    "data.name": "digits",
+    "data.limit": 256,
+    "arch.nz": 16,
+    "arch.ngf": 8,
+    "arch.ndf": 8,
+    "train.device": "cpu",
+    "train.epochs": 2,
+    "train.batch_size": 32,
+    "train.checkpoint_every": 4,
+    "classifier.epochs": 2,
+    "sample.num_samples": 128,
+    "sample.batch_size": 64,
+    "score.num_real": 128,
+    "score.train_samples": 64,
+    "score.batch_size": 64,
+}
+
+COPIED = ("dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".gitignore", "stages", "ganpipe")
+
+
+def set_params(params: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Apply dotted-key overrides (as `dvc exp run -S` does) to a params mapping, in place."""
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = params
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return params
+
+
+def tiny_params(**overrides: Any) -> dict[str, Any]:
+    """The repo's params.yaml with TINY settings and `overrides` (dotted keys with '__' for '.')."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    set_params(params, TINY)
+    return set_params(params, {key.replace("__", "."): value for key, value in overrides.items()})
+
+
+def write_params(repo: Path, params: dict[str, Any]) -> None:
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def stage_env(repo: Path) -> dict[str, str]:
+    """Environment for subprocesses: the copy's package first on the path, quiet progress."""
+    env = dict(os.environ, CI="1", PYTHONPATH=str(repo), PYTHONHASHSEED="0")
+    env.pop("PYTHONSTARTUP", None)
+    return env
+
+
+def run(
+    cmd: list[str], repo: Path, check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        cmd, cwd=repo, env=stage_env(repo), capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, "-m", "dvc", *args], repo, check=check)
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """A fresh git + DVC repo holding a copy of the pipeline, with TINY params, committed."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, repo / name)
+    write_params(repo, tiny_params())
+    run(["git", "init", "-q"], repo)
+    run(["git", "config", "user.email", "ci@ganpipe.invalid"], repo)
+    run(["git", "config", "user.name", "ganpipe tests"], repo)
+    dvc(repo, "init", "-q")
+    shutil.copy2(REPO / ".dvc" / "config", repo / ".dvc" / "config")
+    shutil.copytree(REPO / ".dvc" / "plots", repo / ".dvc" / "plots")  # the offline plots template
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "pipeline"], repo)
+    return repo

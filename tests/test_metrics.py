@@ -1,0 +1,315 @@
+"""The metrics measure what they claim, on real images (scikit-learn's digits, upsampled to 28 px).
+
+The reference is the first half of the digits train split; "generated" sets are the disjoint second
+half (real vs real), uniform noise, a constant image, and the digits of one class (mode collapse).
+The Inception path runs with a randomly initialised state dict as its local weights file and a
+75 px input, so that it is exercised offline in seconds; its numbers mean nothing, its plumbing does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+from conftest import tiny_params
+from sklearn.datasets import load_digits
+
+from ganpipe import paths, score
+from ganpipe.classifier import DomainClassifier, save_classifier, train_classifier
+from ganpipe.errors import GanpipeError
+from ganpipe.features import (
+    EXTRACTORS,
+    INCEPTION_FILE,
+    create_extractor,
+    describe_resizer,
+    ensure_inception_weights,
+    extract_features,
+    inception_cache_path,
+)
+from ganpipe.io import save_npz, write_json
+
+N_TRAIN = 1437  # sklearn's usual 80% of 1797
+NUM_REAL = 700  # the reference: train[:700]; the real "generated" half: train[700:1400]
+N_CLASSES = 10
+CPU = torch.device("cpu")
+
+
+def digits_28() -> tuple[np.ndarray, np.ndarray]:
+    """The 1797 digits as uint8 (N, 1, 28, 28), in a fixed shuffled order."""
+    digits = load_digits()
+    small = torch.from_numpy(digits.images).float()[:, None] * (255 / 16)
+    images = F.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False)
+    images = images.round().clamp(0, 255).to(torch.uint8).numpy()
+    order = np.random.RandomState(0).permutation(len(images))
+    return images[order], digits.target[order].astype(np.int64)
+
+
+def metric_params(**overrides: Any) -> dict[str, Any]:
+    defaults = {"classifier__epochs": 5, "score__num_real": NUM_REAL, "score__batch_size": 250}
+    return tiny_params(**{**defaults, **overrides})
+
+
+def write_processed(images: np.ndarray, labels: np.ndarray) -> None:
+    save_npz(paths.PROCESSED_TRAIN, images=images[:N_TRAIN], labels=labels[:N_TRAIN])
+    save_npz(paths.PROCESSED_TEST, images=images[N_TRAIN:], labels=labels[N_TRAIN:])
+    info = {
+        "name": "digits",
+        "n_classes": N_CLASSES,
+        "channels": 1,
+        "size": 28,
+        "n_train": N_TRAIN,
+        "n_test": len(images) - N_TRAIN,
+        "label_names": [str(k) for k in range(N_CLASSES)],
+    }
+    write_json(paths.PROCESSED_INFO, info)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repo-like folder with processed digits, a trained classifier and the reference statistics."""
+    root = tmp_path_factory.mktemp("metrics")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("CI", "1")
+        write_processed(*digits_28())
+        from ganpipe.classifier import train_and_evaluate
+
+        train_and_evaluate(metric_params())
+        score.compute_reference(metric_params())
+    return root
+
+
+@pytest.fixture
+def in_workspace(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv("CI", "1")
+    return workspace
+
+
+def train_split() -> tuple[np.ndarray, np.ndarray]:
+    with np.load(paths.PROCESSED_TRAIN) as data:
+        return data["images"], data["labels"]
+
+
+def score_images(images: np.ndarray, **overrides: Any) -> dict[str, Any]:
+    save_npz(paths.SAMPLES, images=images)
+    scores = score.score_samples(metric_params(**overrides))
+    assert json.loads(paths.SCORES.read_text()) == scores  # strict JSON: no NaN slipped through
+    return scores
+
+
+def real_half() -> np.ndarray:
+    return train_split()[0][NUM_REAL : 2 * NUM_REAL]
+
+
+def noise(n: int = NUM_REAL) -> np.ndarray:
+    return np.random.RandomState(1).randint(0, 256, size=(n, 1, 28, 28), dtype=np.uint8)
+
+
+# --- the classifier --------------------------------------------------------------------------------
+
+
+def test_classifier_accuracy_and_metrics_file(in_workspace: Path) -> None:
+    metrics = json.loads(paths.CLASSIFIER_METRICS.read_text())
+    assert set(metrics) == {"test_accuracy", "train_accuracy", "epochs", "n_train", "n_test", "n_classes"}
+    assert metrics["test_accuracy"] >= 0.97
+    assert (metrics["n_train"], metrics["n_test"], metrics["epochs"]) == (N_TRAIN, 1797 - N_TRAIN, 5)
+    saved = torch.load(paths.CLASSIFIER_WEIGHTS, weights_only=True)
+    assert (saved["in_channels"], saved["size"], saved["n_classes"]) == (1, 28, N_CLASSES)
+    assert all(torch.is_tensor(v) for v in saved["state_dict"].values())
+
+
+def test_classifier_training_is_deterministic() -> None:
+    images, labels = digits_28()
+    runs = [
+        train_classifier(images[:256], labels[:256], N_CLASSES, epochs=1, batch_size=64, lr=1e-3, seed=3)
+        for _ in range(2)
+    ]
+    first, second = (run.state_dict() for run in runs)
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 28), (3, 64), (1, 128), (3, 224)])
+def test_classifier_shapes(channels: int, size: int) -> None:
+    model = DomainClassifier(channels, size, 7).eval()
+    images = torch.randint(0, 256, (2, channels, size, size), dtype=torch.uint8)
+    with torch.no_grad():
+        assert model.features(images).shape == (2, 128)
+        assert model(images).shape == (2, 7)
+
+
+# --- the domain feature extractor -------------------------------------------------------------------
+
+
+def test_domain_extractor_channels_and_resize(tmp_path: Path) -> None:
+    """Grayscale reaches torch-fidelity as 3 equal channels and comes back as the original image;
+    RGB passes through; other sizes are resized and the resizer says so."""
+    domain = EXTRACTORS["domain"]
+    rng = np.random.RandomState(0)
+    for channels in (1, 3):
+        model = DomainClassifier(channels, 28, N_CLASSES).eval()
+        weights = tmp_path / f"classifier_{channels}.pt"
+        save_classifier(weights, model)
+        module = create_extractor(domain, weights, CPU)
+        images = rng.randint(0, 256, size=(8, channels, 28, 28)).astype(np.uint8)
+        features = extract_features(module, images, 4, CPU)
+        with torch.no_grad():
+            direct = model.features(torch.from_numpy(images))
+        torch.testing.assert_close(features["features"], direct)
+        assert features["logits"].shape == (8, N_CLASSES)
+        assert describe_resizer(domain, module, 28) == "none"
+    bigger = rng.randint(0, 256, size=(4, 3, 64, 64)).astype(np.uint8)
+    assert extract_features(module, bigger, 4, CPU)["features"].shape == (4, 128)
+    assert describe_resizer(domain, module, 64) == "bilinear-antialias-64-to-28"
+
+
+# --- the scores --------------------------------------------------------------------------------------
+
+
+def test_real_data_scores_like_real_data(in_workspace: Path) -> None:
+    scores = score_images(real_half())
+    assert scores["is_mean"] >= 0.8 * N_CLASSES
+    assert scores["precision"] >= 0.8 and scores["recall"] >= 0.8
+    assert scores["coverage_classes"] == N_CLASSES and scores["coverage_kl"] < 0.05
+    assert all(scores[f"intra_fid_{k}"] is not None for k in range(N_CLASSES))
+    assert (scores["num_generated"], scores["num_real"], scores["kid_subset_size"]) == (700, 700, 700)
+    assert scores["resizer"] == "none" and scores["extractors"] == "ganpipe-domain"
+    assert not any(key.startswith("inception_") for key in scores)
+    rows = paths.CLASS_HISTOGRAM_TSV.read_text().splitlines()
+    assert rows[0] == "label\treal\tgenerated" and len(rows) == N_CLASSES + 1
+    assert math.isclose(sum(float(row.split("\t")[2]) for row in rows[1:]), 1.0, abs_tol=1e-4)
+
+
+def test_fid_and_kid_separate_real_from_noise_and_constant(in_workspace: Path) -> None:
+    real = score_images(real_half())
+    for fake in (noise(), np.zeros((NUM_REAL, 1, 28, 28), np.uint8)):
+        scores = score_images(fake)
+        assert real["fid"] < 0.05 * scores["fid"]
+        assert real["kid_mean"] < 0.05 * scores["kid_mean"]
+        assert scores["precision"] < 0.1 and scores["is_mean"] < 0.5 * real["is_mean"]
+
+
+def test_collapsed_generator_shows_low_coverage_and_high_kl(in_workspace: Path) -> None:
+    images, labels = train_split()
+    ones = images[NUM_REAL:][labels[NUM_REAL:] == 1]
+    real = score_images(real_half())
+    collapsed = score_images(ones)
+    assert collapsed["coverage_classes"] <= 2 and collapsed["coverage_kl"] > math.log(N_CLASSES) - 0.3
+    assert collapsed["recall"] < 0.3 and collapsed["fid"] > 10 * real["fid"]
+    assert collapsed["intra_fid_1"] is not None and collapsed["intra_fid_0"] is None
+    assert collapsed["kid_subset_size"] == len(ones)  # adapted to the smaller side
+    assert set(collapsed) == set(real)  # the same keys whatever the results
+
+
+def test_score_refuses_a_stale_reference(in_workspace: Path) -> None:
+    save_npz(paths.SAMPLES, images=real_half())
+    with pytest.raises(GanpipeError, match="dvc repro reference"):
+        score.score_samples(metric_params(score__num_real=NUM_REAL - 1))
+
+
+def test_domain_fid_for_training(in_workspace: Path) -> None:
+    """Same number as the score stage's fid for the same images; cached; the global RNG untouched."""
+    rng_state = torch.get_rng_state()
+    fid_real = score.domain_fid(real_half(), CPU)
+    module = next(iter(score._DOMAIN_CACHE.values()))[0]
+    fid_noise = score.domain_fid(noise(200), CPU)
+    assert next(iter(score._DOMAIN_CACHE.values()))[0] is module
+    assert torch.equal(rng_state, torch.get_rng_state())
+    assert math.isclose(fid_real, score_images(real_half())["fid"], rel_tol=1e-6)
+    assert fid_real < 0.05 * fid_noise
+
+
+# --- the Inception path --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def random_inception_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A state dict of torch-fidelity's InceptionV3 architecture with random weights.
+
+    Its constructor always loads weights (downloading when given no path), so the random initial
+    state is captured by a subclass whose `load_state_dict` keeps it, with the download stubbed out.
+    """
+
+    class Unloaded(tf_inception.FeatureExtractorInceptionV3):
+        def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+            return None
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tf_inception, "load_state_dict_from_url", lambda *args, **kwargs: {})
+        torch.manual_seed(0)
+        state = Unloaded("random-inception", ["2048"]).state_dict()
+    path = tmp_path / INCEPTION_FILE
+    torch.save(state, path)
+    # The smallest input InceptionV3 takes: the plumbing is the same, at 1/16 of the cost.
+    monkeypatch.setattr(tf_inception.FeatureExtractorInceptionV3, "INPUT_IMAGE_SIZE", 75)
+    return path
+
+
+def test_inception_path_with_local_weights(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_inception_weights: Path
+) -> None:
+    small = tmp_path / "inception"
+    for path in (paths.PROCESSED_DIR, paths.CLASSIFIER_DIR):
+        shutil.copytree(workspace / path, small / path)
+    monkeypatch.chdir(small)
+    monkeypatch.setenv("CI", "1")
+    params = {
+        "score__num_real": 16,
+        "score__inception": True,
+        "score__inception_weights": str(random_inception_weights),
+    }
+    meta = score.compute_reference(metric_params(**params))
+    assert meta["extractors"]["inception"]["resizer"] == "tf1x-bilinear-to-299"
+    with np.load(paths.REFERENCE_DIR / "inception.npz") as reference:
+        assert reference["features"].shape == (16, 2048)
+    scores = score_images(train_split()[0][100:116], **params)
+    expected = {"fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall", "resizer"}
+    assert {f"inception_{key}" for key in expected} <= set(scores)
+    assert all(scores[f"inception_{key}"] is not None for key in expected)
+    assert scores["extractors"] == "ganpipe-domain,inception-v3-compat"
+    # Switching Inception off drops its statistics and its keys.
+    meta = score.compute_reference(metric_params(score__num_real=16))
+    assert "inception" not in meta["extractors"] and not (paths.REFERENCE_DIR / "inception.npz").exists()
+    assert not any(
+        key.startswith("inception_") for key in score_images(train_split()[0][100:116], score__num_real=16)
+    )
+
+
+def test_ensure_inception_weights_fails_fast_without_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    # A closed local port: the same failure as no network, without touching one.
+    monkeypatch.setattr("ganpipe.features.INCEPTION_URL", f"http://127.0.0.1:9/{INCEPTION_FILE}")
+    start = time.monotonic()
+    with pytest.raises(GanpipeError) as error:
+        ensure_inception_weights({"inception": True, "inception_weights": None})
+    assert time.monotonic() - start < 20
+    message = str(error.value)
+    assert "\n" not in message
+    for hint in (
+        INCEPTION_FILE,
+        str(inception_cache_path()),
+        "score.inception_weights",
+        "score.inception=false",
+    ):
+        assert hint in message
+    assert not any(inception_cache_path().parent.glob("*"))  # no partial download left behind
+
+
+def test_ensure_inception_weights_off_and_bad_file(tmp_path: Path) -> None:
+    assert ensure_inception_weights({"inception": False, "inception_weights": None}) is None
+    bad = tmp_path / "not_weights.pth"
+    bad.write_text("not a state dict")
+    with pytest.raises(GanpipeError, match="not usable as Inception weights") as error:
+        ensure_inception_weights({"inception": True, "inception_weights": str(bad)})
+    assert "\n" not in str(error.value)

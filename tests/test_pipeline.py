@@ -1,0 +1,115 @@
+"""End to end: real `dvc repro` / `dvc exp run` of the whole pipeline in a temporary copy of the repo."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import MNIST_IDX, MNIST_NPZ, dvc, run
+
+STAGES = ("download", "preprocess", "classifier", "reference", "train", "sample", "score", "plots")
+FIGURES = (
+    "losses.png",
+    "wasserstein.png",
+    "epoch_progression.png",
+    "samples_vs_real.png",
+    "class_histogram.png",
+)
+SCORE_KEYS = {
+    "fid",
+    "is_mean",
+    "is_std",
+    "kid_mean",
+    "kid_std",
+    "precision",
+    "recall",
+    "num_generated",
+    "num_real",
+    "resizer",
+    "extractors",
+    "torch_fidelity_version",
+}
+
+
+def _ran(output: str) -> set[str]:
+    return {stage for stage in STAGES if f"Running stage '{stage}'" in output}
+
+
+def _commit(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", message], repo)
+
+
+def test_repro_experiments_and_compare(repo_copy: Path) -> None:
+    first = dvc(repo_copy, "repro")
+    assert _ran(first.stdout) == set(STAGES)
+    train_metrics = json.loads((repo_copy / "metrics/train.json").read_text())
+    scores = json.loads((repo_copy / "metrics/scores.json").read_text())
+    assert train_metrics["steps"] > 0 and train_metrics["model"] == "wgan_gp"
+    assert scores.keys() >= SCORE_KEYS
+    assert scores["fid"] > 0
+    for figure in FIGURES:
+        assert (repo_copy / "plots/figures" / figure).stat().st_size > 10_000, figure
+    assert (repo_copy / "plots/real_grid.png").exists() and (repo_copy / "plots/samples_grid.png").exists()
+
+    again = dvc(repo_copy, "repro")
+    assert _ran(again.stdout) == set(), again.stdout
+    _commit(repo_copy, "baseline results")
+
+    # Another model: only the generated side re-runs; the reference statistics are reused.
+    lsgan = dvc(repo_copy, "exp", "run", "-S", "model=lsgan")
+    assert _ran(lsgan.stdout) == {"train", "sample", "score", "plots"}, lsgan.stdout
+    diff = json.loads(dvc(repo_copy, "metrics", "diff", "--all", "--json").stdout)
+    for file in ("metrics/train.json", "metrics/scores.json"):
+        old = json.loads(run(["git", "show", f"HEAD:{file}"], repo_copy).stdout)
+        new = json.loads((repo_copy / file).read_text())
+        assert old.keys() == new.keys(), file
+    assert SCORE_KEYS - {"resizer", "extractors", "torch_fidelity_version"} <= set(diff["metrics/scores.json"])
+
+    for model in ("wgan", "dcgan"):
+        dvc(repo_copy, "exp", "run", "-S", f"model={model}")
+    shown = json.loads(dvc(repo_copy, "exp", "show", "--json").stdout)
+    fids = {}
+    experiments = [exp for commit in shown for exp in commit.get("experiments") or []]
+    for experiment in experiments:
+        for rev in experiment["revs"]:
+            data = rev["data"]
+            model = data["params"]["params.yaml"]["data"]["model"]
+            fids[model] = data["metrics"]["metrics/scores.json"]["data"]["fid"]
+    assert set(fids) == {"lsgan", "wgan", "dcgan"}
+
+    run(["ganpipe", "compare"], repo_copy)
+    table = (repo_copy / "reports/comparison.md").read_text()
+    assert (repo_copy / "reports/comparison.png").stat().st_size > 10_000
+    for model, fid in fids.items():
+        row = next(line for line in table.splitlines() if f"| {model} |" in line)
+        assert f"{fid:.2f}" in row, (model, fid, row)
+
+
+def test_default_params_without_network_fail_fast_at_download(repo_copy: Path) -> None:
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["data"].update(name="pathmnist", limit=None)
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    start = time.monotonic()
+    result = dvc(repo_copy, "repro", check=False)
+    assert time.monotonic() - start < 60
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert "pathmnist" in errors[0] and "data.source" in errors[0] and "digits" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (repo_copy / "data/processed").exists()
+
+
+@pytest.mark.parametrize("source", (MNIST_NPZ, MNIST_IDX), ids=("npz", "idx"))
+def test_real_mnist_from_local_source(source: Path, repo_copy: Path) -> None:
+    if not source.exists():
+        pytest.skip(f"{source} is not on this machine")
+    dvc(repo_copy, "exp", "run", "-S", "data.name=local", "-S", f"data.source={source}")
+    info = json.loads((repo_copy / "data/processed/info.json").read_text())
+    assert info["n_classes"] == 10 and info["size"] == 28
+    scores = json.loads((repo_copy / "metrics/scores.json").read_text())
+    assert scores["fid"] > 0
