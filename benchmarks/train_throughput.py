@@ -1,11 +1,12 @@
 """Training throughput: ganpipe's loop against a naive seed-style loop, and its model FLOP rate.
 
 Both loops train the same WGAN-GP (DCGAN-28: nz 100, ngf = ndf = 64, 3 channels, batch 64,
-n_critic 5) on the same real images and report critic images per second over training steps only
-(generator steps included, start-up excluded):
+n_critic 5) on the same real images and report critic images per second over training steps
+(generator steps included, model construction excluded); each code path is warmed up once first:
 
-- ganpipe: the real `ganpipe.train.train(params)`, run inside a temporary directory that holds
-  `data/processed/`; its `critic_images_per_s` metric is timed over training steps only.
+- ganpipe: the real `ganpipe.train.train(params)` (params.yaml plus this benchmark's overrides),
+  run inside a temporary directory that holds `data/processed/`. Its `critic_images_per_s`
+  metric is timed over training steps only; on CUDA that includes capturing its CUDA graphs.
 - naive: the way the original experiments were written: a Dataset of PIL images through
   torchvision's ToTensor + Normalize, a shuffling DataLoader, the generator's forward recomputed
   with autograd on every critic step (its output detached for the critic), separate critic
@@ -16,8 +17,9 @@ FlopCounterMode counts the FLOPs of `train()` run for exactly one iteration (n_c
 + one generator step), minus those of the end-of-epoch sample grid it draws; a timed `train()` run
 gives the seconds per iteration. The reference is the best of several 2048³ fp32 matmuls.
 
-Usage (from the repository root):
-    python benchmarks/train_throughput.py [--device cpu|cuda] [--steps N] [--threads N] [--repeats N]
+Usage (from the repository root, with ganpipe installed or PYTHONPATH=.):
+    python benchmarks/train_throughput.py [--device cpu|cuda] [--steps N] [--threads N]
+                                          [--repeats N] [--workers N] [--data NPZ]
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from ganpipe.train import FIXED_NOISE_COUNT, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mnist_t10k.npz"
-DEFAULT_STEPS = {"cpu": 60, "cuda": 1000}
+DEFAULT_STEPS = {"cpu": 60, "cuda": 2000}
 BATCH = 64
 SIZE = 28
 CHANNELS = 3
@@ -65,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="MedMNIST-layout npz whose train_images are used (sklearn digits if missing)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=2,
+    parser.add_argument("--repeats", type=int, default=3,
                         help="alternate the two loops this many times and keep each one's best")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the naive loop")
     return parser.parse_args(argv)
@@ -191,6 +193,7 @@ def run_naive(params: dict[str, Any], images: np.ndarray, device: torch.device, 
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that wall-clock intervals cover it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -232,6 +235,7 @@ def matmul_gflops(device: torch.device, repeats: int = 5) -> float:
 
 @contextlib.contextmanager
 def _fp32_matmul() -> Any:
+    """Full fp32 for CUDA matmuls (no TF32) while the reference rate is measured."""
     previous = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
@@ -260,19 +264,20 @@ def main(argv: list[str] | None = None) -> None:
             steps = args.steps or DEFAULT_STEPS[device.type]
             steps = -(-steps // n_critic) * n_critic
 
-            # Warm up both code paths once (kernel selection, allocator), then alternate the timed runs.
+            # Warm up each code path once (kernel selection, allocator); the naive loop warms up
+            # inside each run. Then alternate the timed runs and keep each one's best.
+            wgan_n_critic = params["models"]["wgan"]["n_critic"]
             run_ganpipe(params, "wgan_gp", n_critic)
-            ganpipe_runs, naive_runs = [], []
+            run_ganpipe(params, "wgan", wgan_n_critic)
+            ganpipe_runs, naive_runs, wgan_runs, matmul_runs = [], [], [], []
             for _ in range(args.repeats):
                 ganpipe_runs.append(run_ganpipe(params, "wgan_gp", steps)["critic_images_per_s"])
                 naive_runs.append(run_naive(params, images, device, steps, args.workers, warmup=n_critic))
-            ganpipe_ips, naive_ips = max(ganpipe_runs), max(naive_runs)
-
-            wgan_n_critic = params["models"]["wgan"]["n_critic"]
+                wgan_runs.append(run_ganpipe(params, "wgan", steps)["critic_images_per_s"])
+                matmul_runs.append(matmul_gflops(device))
+            ganpipe_ips, naive_ips, matmul = max(ganpipe_runs), max(naive_runs), max(matmul_runs)
+            iteration_s = wgan_n_critic * BATCH / max(wgan_runs)
             flops = count_wgan_iteration_flops(params)
-            wgan = run_ganpipe(params, "wgan", steps)
-            iteration_s = wgan["train_time_s"] / (wgan["steps"] / wgan_n_critic)
-            matmul = matmul_gflops(device)
         finally:
             os.chdir(home)
 
@@ -282,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
         "naive_ips": round(naive_ips, 1),
         "ratio": round(ganpipe_ips / naive_ips, 3),
         "wgan_gflop_per_iteration": round(flops / 1e9, 3),
-        "wgan_iteration_s": round(iteration_s, 4),
+        "wgan_iteration_s": round(iteration_s, 6),
+        "wgan_ips": max(wgan_runs),
         "flop_rate_gflops": round(flop_rate, 2),
         "matmul_gflops": round(matmul, 2),
         "flop_pct": round(100 * flop_rate / matmul, 1),
@@ -291,7 +297,8 @@ def main(argv: list[str] | None = None) -> None:
         "threads": torch.get_num_threads(),
         "steps": steps,
         "repeats": args.repeats,
-        "cuda_graphs": params["train"].get("cuda_graphs", False) and device.type == "cuda",
+        "cuda_graphs": bool(params["train"].get("cuda_graphs")) and device.type == "cuda",
+        "cudnn_tf32": torch.backends.cudnn.allow_tf32 and device.type == "cuda",
         "loadavg": [round(x, 2) for x in (*load_before, *os.getloadavg())],
     }
     print(f"data: {source}, {len(images)} images {CHANNELS}x{SIZE}x{SIZE}; device {figures['device']}, "
@@ -305,6 +312,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fp32 {MATMUL_SIDE}^3 matmul: {matmul:.1f} GFLOP/s; "
           f"model FLOP rate = {figures['flop_pct']:.1f}% of it")
     print(f"load average before / after: {figures['loadavg'][:3]} / {figures['loadavg'][3:]}")
+    if device.type == "cpu" and load_before[0] > 0.5 + (os.cpu_count() or 1) - figures["threads"]:
+        print(f"warning: load average {load_before[0]:.2f} on {os.cpu_count()} CPUs before the run: other "
+              "processes compete for the cores it used, so its CPU figures are unreliable (OpenMP threads "
+              "spin-wait on busy cores); rerun on a quiet machine, or with --threads 1")
     print(json.dumps(figures))
 
 

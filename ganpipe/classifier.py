@@ -140,6 +140,8 @@ def train_classifier(
     order of random draws does not depend on anything but `seed`.
     """
     _check_images(train_images, "classifier training data")
+    if len(train_labels) != len(train_images) or not np.all((train_labels >= 0) & (train_labels < n_classes)):
+        raise GanpipeError(f"classifier: labels must be one per image, in [0, {n_classes}); rerun preprocess")
     torch.manual_seed(seed)
     model = DomainClassifier(train_images.shape[1], train_images.shape[2], n_classes).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 import torch_fidelity
 from torch.utils.data import Dataset
-from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 from torch_fidelity.helpers import vassert
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
@@ -178,23 +178,24 @@ def extract_features(
     )
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as a short single line (torch's state-dict errors list hundreds of keys)."""
     text = " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _check_inception_file(path: Path, hint: str) -> None:
-    """Refuse anything but a plain inception-v3-compat state dict (torch-fidelity unpickles it fully)."""
+    """Refuse anything but torch-fidelity's inception-v3-compat state dict, before any stage uses it.
+
+    The weights_only load refuses pickled code first: torch-fidelity itself unpickles the file fully.
+    """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        fc = state["fc.weight"]
-        ok = tuple(fc.shape) == (1008, 2048)
-    except Exception as exc:  # missing file, not a torch file, pickled code, not a dict
+        torch.load(path, map_location="cpu", weights_only=True)
+        FeatureExtractorInceptionV3(INCEPTION, ["2048"], feature_extractor_weights_path=str(path))
+    except Exception as exc:  # missing file, not a torch file, pickled code, other architecture
         raise GanpipeError(f"{path}: not usable as Inception weights ({_one_line(exc)}); {hint}") from None
-    if not ok:
-        raise GanpipeError(
-            f"{path}: not torch-fidelity's inception-v3-compat weights (fc is {fc.shape}); {hint}"
-        )
 
 
 def inception_cache_path() -> Path:

@@ -16,7 +16,6 @@ from typing import IO, Any
 
 import numpy as np
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -78,7 +78,7 @@ def reference_path(extractor: Extractor) -> Path:
 def compute_reference(params: dict[str, Any]) -> dict[str, Any]:
     """The reference stage: features of the first min(score.num_real, n_train) train images, per extractor.
 
-    Writes <key>.npz (features, mu, sigma; the domain one also the true and the predicted labels)
+    Writes <key>.npz (features, mu, sigma; the domain one also the true labels)
     and reference.json (N, extractors, weights md5, resizer, torch-fidelity version).
     """
     images, labels = load_split(paths.PROCESSED_TRAIN)
@@ -93,8 +93,7 @@ def compute_reference(params: dict[str, Any]) -> dict[str, Any]:
         "torch_fidelity_version": torch_fidelity.__version__,
         "extractors": {},
     }
-    active = active_extractors(params)
-    for extractor, weights in active:
+    for extractor, weights in active_extractors(params):
         module = create_extractor(extractor, weights, device)
         feats = extract_features(module, images, params["score"]["batch_size"], device)
         features = feats[extractor.feature_layer]
@@ -102,7 +101,6 @@ def compute_reference(params: dict[str, Any]) -> dict[str, Any]:
         arrays = {"features": features.numpy(), "mu": stats["mu"], "sigma": stats["sigma"]}
         if extractor.key == "domain":
             arrays["labels"] = labels
-            arrays["predicted"] = feats[extractor.logits_layer].argmax(dim=1).numpy().astype(np.int64)
         save_npz(reference_path(extractor), **arrays)
         meta["extractors"][extractor.key] = {
             "name": extractor.name,
@@ -187,14 +185,12 @@ def _fid_between(features_1: np.ndarray, features_2: np.ndarray) -> float:
 def class_metrics(
     gen_features: np.ndarray, gen_predicted: np.ndarray, reference: dict[str, np.ndarray], n_classes: int
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Coverage, KL and intra-class FID from the classifier's labels of both sides.
-
-    Real images are labelled by the same classifier as generated ones (not by their true labels),
-    so that classifier errors cancel: a generator that matches the data scores KL ≈ 0 even where
-    the classifier is imperfect. Returns the metrics and the real and generated class fractions.
+    """Coverage, KL and intra-class FID: generated images labelled by the classifier, real ones by
+    their true labels (the classifier's test accuracy, in metrics/classifier.json, bounds the
+    mislabelling on the generated side). Returns the metrics and the real and generated class fractions.
     """
-    real_predicted = reference["predicted"]
-    real_hist = np.bincount(real_predicted, minlength=n_classes)[:n_classes] / len(real_predicted)
+    real_labels = reference["labels"]
+    real_hist = np.bincount(real_labels, minlength=n_classes)[:n_classes] / len(real_labels)
     gen_hist = np.bincount(gen_predicted, minlength=n_classes)[:n_classes] / len(gen_predicted)
     covered = (real_hist > 0) & (gen_hist >= COVERAGE_SHARE * real_hist)
     p = (real_hist + KL_EPSILON) / (real_hist + KL_EPSILON).sum()
@@ -208,7 +204,7 @@ def class_metrics(
     intra = []
     for label in range(n_classes):
         gen_k = gen_features[gen_predicted == label]
-        real_k = reference["features"][real_predicted == label]
+        real_k = reference["features"][real_labels == label]
         value = None
         if min(len(gen_k), len(real_k)) >= MIN_INTRA_SAMPLES:
             value = _fid_between(gen_k, real_k)
@@ -297,9 +293,9 @@ def score_samples(params: dict[str, Any]) -> dict[str, Any]:
             features = generated[extractor.feature_layer].numpy()
             per_class, real_hist, gen_hist = class_metrics(features, predicted, reference, info["n_classes"])
             scores.update(per_class)
+            write_text(paths.CLASS_HISTOGRAM_TSV, _histogram_tsv(real_hist, gen_hist))
     scores = {key: _finite_or_none(value) for key, value in scores.items()}
     write_json(paths.SCORES, scores)
-    write_text(paths.CLASS_HISTOGRAM_TSV, _histogram_tsv(real_hist, gen_hist))
     return scores
 
 

@@ -24,7 +24,7 @@ from conftest import tiny_params
 from sklearn.datasets import load_digits
 
 from ganpipe import paths, score
-from ganpipe.classifier import DomainClassifier, save_classifier, train_classifier
+from ganpipe.classifier import DomainClassifier, save_classifier, train_and_evaluate, train_classifier
 from ganpipe.errors import GanpipeError
 from ganpipe.features import (
     EXTRACTORS,
@@ -81,8 +81,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.chdir(root)
         mp.setenv("CI", "1")
         write_processed(*digits_28())
-        from ganpipe.classifier import train_and_evaluate
-
         train_and_evaluate(metric_params())
         score.compute_reference(metric_params())
     return root
@@ -109,6 +107,16 @@ def score_images(images: np.ndarray, **overrides: Any) -> dict[str, Any]:
 
 def real_half() -> np.ndarray:
     return train_split()[0][NUM_REAL : 2 * NUM_REAL]
+
+
+@pytest.fixture(scope="module")
+def real_scores(workspace: Path) -> tuple[dict[str, Any], list[str]]:
+    """Scores and class-histogram rows of the real second half against the reference (first half)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workspace)
+        mp.setenv("CI", "1")
+        scores = score_images(real_half())
+        return scores, paths.CLASS_HISTOGRAM_TSV.read_text().splitlines()
 
 
 def noise(n: int = NUM_REAL) -> np.ndarray:
@@ -175,8 +183,8 @@ def test_domain_extractor_channels_and_resize(tmp_path: Path) -> None:
 # --- the scores --------------------------------------------------------------------------------------
 
 
-def test_real_data_scores_like_real_data(in_workspace: Path) -> None:
-    scores = score_images(real_half())
+def test_real_data_scores_like_real_data(real_scores: tuple[dict[str, Any], list[str]]) -> None:
+    scores, rows = real_scores
     assert scores["is_mean"] >= 0.8 * N_CLASSES
     assert scores["precision"] >= 0.8 and scores["recall"] >= 0.8
     assert scores["coverage_classes"] == N_CLASSES and scores["coverage_kl"] < 0.05
@@ -184,13 +192,14 @@ def test_real_data_scores_like_real_data(in_workspace: Path) -> None:
     assert (scores["num_generated"], scores["num_real"], scores["kid_subset_size"]) == (700, 700, 700)
     assert scores["resizer"] == "none" and scores["extractors"] == "ganpipe-domain"
     assert not any(key.startswith("inception_") for key in scores)
-    rows = paths.CLASS_HISTOGRAM_TSV.read_text().splitlines()
     assert rows[0] == "label\treal\tgenerated" and len(rows) == N_CLASSES + 1
     assert math.isclose(sum(float(row.split("\t")[2]) for row in rows[1:]), 1.0, abs_tol=1e-4)
 
 
-def test_fid_and_kid_separate_real_from_noise_and_constant(in_workspace: Path) -> None:
-    real = score_images(real_half())
+def test_fid_and_kid_separate_real_from_noise_and_constant(
+    in_workspace: Path, real_scores: tuple[dict[str, Any], list[str]]
+) -> None:
+    real = real_scores[0]
     for fake in (noise(), np.zeros((NUM_REAL, 1, 28, 28), np.uint8)):
         scores = score_images(fake)
         assert real["fid"] < 0.05 * scores["fid"]
@@ -198,10 +207,12 @@ def test_fid_and_kid_separate_real_from_noise_and_constant(in_workspace: Path) -
         assert scores["precision"] < 0.1 and scores["is_mean"] < 0.5 * real["is_mean"]
 
 
-def test_collapsed_generator_shows_low_coverage_and_high_kl(in_workspace: Path) -> None:
+def test_collapsed_generator_shows_low_coverage_and_high_kl(
+    in_workspace: Path, real_scores: tuple[dict[str, Any], list[str]]
+) -> None:
     images, labels = train_split()
     ones = images[NUM_REAL:][labels[NUM_REAL:] == 1]
-    real = score_images(real_half())
+    real = real_scores[0]
     collapsed = score_images(ones)
     assert collapsed["coverage_classes"] <= 2 and collapsed["coverage_kl"] > math.log(N_CLASSES) - 0.3
     assert collapsed["recall"] < 0.3 and collapsed["fid"] > 10 * real["fid"]
@@ -216,7 +227,7 @@ def test_score_refuses_a_stale_reference(in_workspace: Path) -> None:
         score.score_samples(metric_params(score__num_real=NUM_REAL - 1))
 
 
-def test_domain_fid_for_training(in_workspace: Path) -> None:
+def test_domain_fid_for_training(in_workspace: Path, real_scores: tuple[dict[str, Any], list[str]]) -> None:
     """Same number as the score stage's fid for the same images; cached; the global RNG untouched."""
     rng_state = torch.get_rng_state()
     fid_real = score.domain_fid(real_half(), CPU)
@@ -224,7 +235,7 @@ def test_domain_fid_for_training(in_workspace: Path) -> None:
     fid_noise = score.domain_fid(noise(200), CPU)
     assert next(iter(score._DOMAIN_CACHE.values()))[0] is module
     assert torch.equal(rng_state, torch.get_rng_state())
-    assert math.isclose(fid_real, score_images(real_half())["fid"], rel_tol=1e-6)
+    assert math.isclose(fid_real, real_scores[0]["fid"], rel_tol=1e-6)
     assert fid_real < 0.05 * fid_noise
 
 
@@ -308,8 +319,11 @@ def test_ensure_inception_weights_fails_fast_without_network(
 
 def test_ensure_inception_weights_off_and_bad_file(tmp_path: Path) -> None:
     assert ensure_inception_weights({"inception": False, "inception_weights": None}) is None
-    bad = tmp_path / "not_weights.pth"
-    bad.write_text("not a state dict")
-    with pytest.raises(GanpipeError, match="not usable as Inception weights") as error:
-        ensure_inception_weights({"inception": True, "inception_weights": str(bad)})
-    assert "\n" not in str(error.value)
+    not_torch = tmp_path / "not_weights.pth"
+    not_torch.write_text("not a state dict")
+    other_architecture = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(1000, 2048)}, other_architecture)
+    for bad in (not_torch, other_architecture):
+        with pytest.raises(GanpipeError, match="not usable as Inception weights") as error:
+            ensure_inception_weights({"inception": True, "inception_weights": str(bad)})
+        assert "\n" not in str(error.value)
