@@ -28,6 +28,7 @@ TINY: dict[str, Any] = {
     "train.epochs": 2,
     "train.batch_size": 32,
     "train.checkpoint_every": 4,
+    "train.eval_every": 1,
     "classifier.epochs": 2,
     "sample.num_samples": 128,
     "sample.batch_size": 64,

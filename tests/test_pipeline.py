@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import MNIST_IDX, MNIST_NPZ, dvc, run
@@ -16,6 +17,7 @@ FIGURES = (
     "wasserstein.png",
     "epoch_progression.png",
     "samples_vs_real.png",
+    "fid.png",
     "class_histogram.png",
 )
 SCORE_KEYS = {
@@ -49,6 +51,9 @@ def test_repro_experiments_and_compare(repo_copy: Path) -> None:
     train_metrics = json.loads((repo_copy / "metrics/train.json").read_text())
     scores = json.loads((repo_copy / "metrics/scores.json").read_text())
     assert train_metrics["steps"] > 0 and train_metrics["model"] == "wgan_gp"
+    fid_rows = (repo_copy / "plots/train/fid.tsv").read_text().splitlines()
+    assert fid_rows[0] == "epoch\tstep\tfid" and len(fid_rows) == 1 + train_metrics["epochs"]
+    assert train_metrics["final_fid"] == pytest.approx(float(fid_rows[-1].split("\t")[2]), rel=1e-5)
     assert scores.keys() >= SCORE_KEYS
     assert scores["fid"] > 0
     for figure in FIGURES:
@@ -72,6 +77,11 @@ def test_repro_experiments_and_compare(repo_copy: Path) -> None:
 
     for model in ("wgan", "dcgan"):
         dvc(repo_copy, "exp", "run", "-S", f"model={model}")
+    # The last model on the other channel count and size: the whole pipeline re-runs for it.
+    hinge = dvc(repo_copy, "exp", "run", "-S", "model=hinge", "-S", "data.channels=1", "-S", "data.size=64")
+    assert _ran(hinge.stdout) == set(STAGES), hinge.stdout
+    with np.load(repo_copy / "data/samples/samples.npz") as samples:
+        assert samples["images"].shape[1:] == (1, 64, 64)
     shown = json.loads(dvc(repo_copy, "exp", "show", "--json").stdout)
     fids = {}
     experiments = [exp for commit in shown for exp in commit.get("experiments") or []]
@@ -80,7 +90,7 @@ def test_repro_experiments_and_compare(repo_copy: Path) -> None:
             data = rev["data"]
             model = data["params"]["params.yaml"]["data"]["model"]
             fids[model] = data["metrics"]["metrics/scores.json"]["data"]["fid"]
-    assert set(fids) == {"lsgan", "wgan", "dcgan"}
+    assert set(fids) == {"lsgan", "wgan", "dcgan", "hinge"}
 
     run(["ganpipe", "compare"], repo_copy)
     table = (repo_copy / "reports/comparison.md").read_text()
