@@ -346,6 +346,11 @@ def _check_options(params: dict[str, Any], device: torch.device, n_images: int) 
             "params.yaml: train.compile = true cannot run the gradient penalty (torch.compile has "
             "no double backward); set train.compile=false or gp_lambda=0"
         )
+    if train["eval_every"] is not None:
+        # FID during training reads the classifier and the reference statistics: fail before training.
+        for needed in (paths.CLASSIFIER_WEIGHTS, paths.REFERENCE_DIR):
+            if not needed.exists():
+                raise GanpipeError(f"train.eval_every needs {needed}; run `dvc repro reference` first")
     if train["batch_size"] > n_images:
         raise ParamsError(
             f"params.yaml: train.batch_size = {train['batch_size']} exceeds the {n_images} training "

@@ -28,7 +28,6 @@ TINY: dict[str, Any] = {
     "train.epochs": 2,
     "train.batch_size": 32,
     "train.checkpoint_every": 4,
-    "train.eval_every": 1,
     "classifier.epochs": 2,
     "sample.num_samples": 128,
     "sample.batch_size": 64,
@@ -97,7 +96,7 @@ def repo_copy(tmp_path: Path) -> Path:
             shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, repo / name)
-    write_params(repo, tiny_params())
+    write_params(repo, tiny_params(train__eval_every=1))  # whole pipeline: FID during training too
     run(["git", "init", "-q"], repo)
     run(["git", "config", "user.email", "ci@ganpipe.invalid"], repo)
     run(["git", "config", "user.name", "ganpipe tests"], repo)

@@ -193,13 +193,14 @@ def test_option_conflicts_are_refused(overrides: dict[str, Any], message: str) -
         ({"train__bf16": True}, "train.bf16 = true needs a CUDA device"),
         ({"train__compile": True}, "train.compile = true needs a CUDA device"),
         ({"train__batch_size": 1000}, "exceeds the 256 training images"),
+        ({"train__eval_every": 1}, "train.eval_every needs data/classifier/classifier.pt"),
     ],
 )
 def test_training_options_checked_before_training(
     overrides: dict[str, Any], message: str, processed: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _workdir(tmp_path, processed[(1, 28)], monkeypatch)
-    with pytest.raises(ParamsError, match=message):
+    with pytest.raises(GanpipeError, match=message):  # ParamsError (exit 2) is a GanpipeError
         train(validate(tiny_params(**overrides)))
     assert not paths.TRAIN_DIR.exists()
 
