@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ from tqdm import tqdm
 from ganpipe import paths
 from ganpipe.errors import GanpipeError
 from ganpipe.io import load_torch, save_torch, write_json
+from ganpipe.stage import progress_disabled
 
 FEATURE_DIM = 128
 # Stride-2 stem convolutions per input size: each halves the side, so the trunk sees 28-32 px.
@@ -94,11 +94,6 @@ class DomainClassifier(nn.Module):
 
     def config(self) -> dict[str, int]:
         return {"in_channels": self.in_channels, "size": self.size, "n_classes": self.n_classes}
-
-
-def progress_disabled() -> bool:
-    """tqdm bars only on an interactive terminal, never in CI logs."""
-    return bool(os.environ.get("CI")) or not sys.stderr.isatty()
 
 
 def _check_images(images: np.ndarray, what: str) -> None:

@@ -16,7 +16,6 @@ them back into the classifier's channels and size.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from dataclasses import dataclass
@@ -33,8 +32,9 @@ from torch_fidelity.helpers import vassert
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-from ganpipe.classifier import load_classifier, progress_disabled
+from ganpipe.classifier import load_classifier
 from ganpipe.errors import GanpipeError
+from ganpipe.stage import progress_disabled
 
 DOMAIN = "ganpipe-domain"
 INCEPTION = "inception-v3-compat"
@@ -242,10 +242,3 @@ def ensure_inception_weights(score_params: dict[str, Any]) -> str | None:
     return str(target)
 
 
-def file_md5(path: str | os.PathLike[str]) -> str:
-    """md5 of a weights file, recorded so that stale reference statistics are detected."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

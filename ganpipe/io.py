@@ -7,6 +7,7 @@ rename is atomic on POSIX filesystems, so readers see either the old file or the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -43,6 +44,15 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     """Open a temporary file for writing that replaces `path` only when the block succeeds."""
     with atomic_path(path) as tmp, open(tmp, mode) as handle:
         yield handle
+
+
+def file_md5(path: str | os.PathLike[str]) -> str:
+    """md5 of a file, read in 1 MiB chunks (datasets and weights can be large)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:

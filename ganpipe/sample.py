@@ -12,7 +12,8 @@ from ganpipe import paths
 from ganpipe.images import save_grid
 from ganpipe.io import load_torch, save_npz
 from ganpipe.models import generator_from_checkpoint, to_uint8
-from ganpipe.train import progress_is_quiet, resolve_device
+from ganpipe.stage import progress_disabled
+from ganpipe.train import resolve_device
 
 GRID_COUNT = 64
 
@@ -32,7 +33,7 @@ def generate(
     batches = range(0, count, batch_size)
     chunks = [
         to_uint8(generator(noise[start : start + batch_size].to(device))).cpu()
-        for start in tqdm(batches, desc="sample", unit="batch", disable=progress_is_quiet())
+        for start in tqdm(batches, desc="sample", unit="batch", disable=progress_disabled())
     ]
     return torch.cat(chunks).numpy()
 

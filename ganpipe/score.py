@@ -36,9 +36,8 @@ from ganpipe.features import (
     describe_resizer,
     ensure_inception_weights,
     extract_features,
-    file_md5,
 )
-from ganpipe.io import save_npz, write_json, write_text
+from ganpipe.io import file_md5, save_npz, write_json, write_text
 
 REFERENCE_META = paths.REFERENCE_DIR / "reference.json"
 

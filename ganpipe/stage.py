@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -20,3 +21,8 @@ def run_stage(main: Callable[[], None]) -> None:
             "error: interrupted; outputs written so far are complete files, rerun to finish", file=sys.stderr
         )
         sys.exit(130)
+
+
+def progress_disabled() -> bool:
+    """tqdm bars only on an interactive terminal, never in CI logs."""
+    return bool(os.environ.get("CI")) or not sys.stderr.isatty()

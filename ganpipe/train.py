@@ -18,7 +18,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -32,10 +31,11 @@ from tqdm import tqdm
 
 from ganpipe import paths
 from ganpipe.errors import GanpipeError, ParamsError
-from ganpipe.io import load_torch, save_npz, save_torch, write_json, write_text
+from ganpipe.io import file_md5, load_torch, save_npz, save_torch, write_json, write_text
 from ganpipe.losses import LOSSES, gradient_penalty
 from ganpipe.models import build_models, to_uint8
 from ganpipe.params import model_config
+from ganpipe.stage import progress_disabled
 
 FIXED_NOISE_COUNT = 16  # samples per epoch in the epoch-progression grid
 LOG_COLUMNS = ("step", "epoch", "loss_g", "loss_d", "wasserstein", "gp")
@@ -52,19 +52,6 @@ def resolve_device(name: str) -> torch.device:
             "params.yaml: train.device = 'cuda' but no CUDA device is available; use auto or cpu"
         )
     return torch.device(name)
-
-
-def progress_is_quiet() -> bool:
-    """No progress bars under CI or when stderr is not a terminal (logs stay readable)."""
-    return bool(os.environ.get("CI")) or not sys.stderr.isatty()
-
-
-def _file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def run_key(params: dict[str, Any], device: torch.device, data_md5: str) -> str:
@@ -384,7 +371,7 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
     if train_cfg["max_steps"] is not None:
         total_steps = min(total_steps, train_cfg["max_steps"])
 
-    key = run_key(params, device, _file_md5(paths.PROCESSED_TRAIN))
+    key = run_key(params, device, file_md5(paths.PROCESSED_TRAIN))
     checkpoint = Path(train_cfg["checkpoint_dir"]) / key / "checkpoint.pt"
     run = Run(params, device, info["channels"], info["size"])
     if checkpoint.exists():
@@ -393,7 +380,7 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
 
     steps = Steps(run, params, images)
     writer = _tensorboard_writer(params, key, run.step)
-    quiet = progress_is_quiet()
+    quiet = progress_disabled()
     bar = tqdm(
         total=total_steps, initial=run.step, desc=f"train {params['model']}", unit="step", disable=quiet
     )

@@ -159,9 +159,9 @@ def test_checkpoint_with_pickled_payload_is_refused(
 ) -> None:
     _workdir(tmp_path, processed[(1, 28)], monkeypatch)
     params = validate(tiny_params(model="wgan"))
-    from ganpipe.train import _file_md5  # the key is a hash of params, data and code
+    from ganpipe.io import file_md5  # the key is a hash of params, data and code
 
-    key = run_key(params, torch.device("cpu"), _file_md5(paths.PROCESSED_TRAIN))
+    key = run_key(params, torch.device("cpu"), file_md5(paths.PROCESSED_TRAIN))
     checkpoint = Path(params["train"]["checkpoint_dir"]) / key / "checkpoint.pt"
     checkpoint.parent.mkdir(parents=True)
     torch.save({"step": 3, "generator": _Payload()}, checkpoint)

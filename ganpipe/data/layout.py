@@ -11,7 +11,6 @@ or corrupt file is refused with one line naming it.
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ganpipe.errors import GanpipeError
-from ganpipe.io import save_npz
+from ganpipe.io import file_md5, save_npz
 
 SPLITS = ("train", "val", "test")
 REQUIRED_SPLITS = ("train", "test")
@@ -49,14 +48,6 @@ class NpzLayout:
     channels: int
     label_width: int  # 1 for one label per image, K for K binary labels
     max_label: int
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _refuse(path: Path, problem: str) -> GanpipeError:

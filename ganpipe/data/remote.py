@@ -16,9 +16,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ganpipe.data.base import offline_error
-from ganpipe.data.layout import file_md5
 from ganpipe.errors import GanpipeError
-from ganpipe.io import atomic_path
+from ganpipe.io import atomic_path, file_md5
+from ganpipe.stage import progress_disabled
 
 # Seconds any single connect or read may block.
 NETWORK_TIMEOUT_S = 15
@@ -56,7 +56,13 @@ def fetch_url(url: str, destination: Path, md5: str, what: str, local_copy: str)
             with (
                 urllib.request.urlopen(request, timeout=NETWORK_TIMEOUT_S) as response,
                 open(tmp, "wb") as out,
-                tqdm(total=response.length, unit="B", unit_scale=True, desc=destination.name) as progress,
+                tqdm(
+                    total=response.length,
+                    unit="B",
+                    unit_scale=True,
+                    desc=destination.name,
+                    disable=progress_disabled(),
+                ) as progress,
             ):
                 while chunk := response.read(1 << 20):
                     out.write(chunk)

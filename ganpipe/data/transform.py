@@ -19,6 +19,7 @@ from ganpipe.data.layout import load_split
 from ganpipe.errors import GanpipeError
 from ganpipe.images import save_grid
 from ganpipe.io import save_npz, write_json
+from ganpipe.stage import progress_disabled
 
 RESIZE_CHUNK = 1024  # images resized per torch call: bounds the float32 working memory
 LUMINANCE_PER_MILLE = (299, 587, 114)  # ITU-R BT.601 weights of R, G, B
@@ -36,7 +37,9 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
 
     count, channels = images.shape[:2]
     resized = np.empty((count, channels, size, size), dtype=np.uint8)
-    with tqdm(total=count, unit="img", desc=f"resize to {size}×{size}") as progress:
+    with tqdm(
+        total=count, unit="img", desc=f"resize to {size}×{size}", disable=progress_disabled()
+    ) as progress:
         for start in range(0, count, RESIZE_CHUNK):
             chunk = torch.from_numpy(np.asarray(images[start : start + RESIZE_CHUNK], dtype=np.float32))
             chunk = F.interpolate(chunk, (size, size), mode="bilinear", align_corners=False, antialias=True)
