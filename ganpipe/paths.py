@@ -8,13 +8,15 @@ from pathlib import Path
 DATA = Path("data")
 RAW_DIR = DATA / "raw"  # download: manifest.json + dataset .npz (MedMNIST layout)
 RAW_MANIFEST = RAW_DIR / "manifest.json"
-PROCESSED_DIR = DATA / "processed"  # preprocess: train.npz, test.npz, info.json
+PROCESSED_DIR = DATA / "processed"  # preprocess: train.npz, val.npz, test.npz, info.json
 PROCESSED_TRAIN = PROCESSED_DIR / "train.npz"  # images uint8 (N, C, H, W), labels int64 (N,)
+PROCESSED_VAL = PROCESSED_DIR / "val.npz"  # the source's val split, else stratified from train
 PROCESSED_TEST = PROCESSED_DIR / "test.npz"
 PROCESSED_INFO = PROCESSED_DIR / "info.json"
 CLASSIFIER_DIR = DATA / "classifier"  # classifier: classifier.pt
 CLASSIFIER_WEIGHTS = CLASSIFIER_DIR / "classifier.pt"
-REFERENCE_DIR = DATA / "reference"  # reference: real-data features per extractor
+REFERENCE_DIR = DATA / "reference"  # reference: real-data features per extractor, noise floor
+TRAIN_REFERENCE_DIR = DATA / "train_reference"  # train_reference: small reference for FID during training
 TRAIN_DIR = DATA / "train"  # train: generator.pt, critic.pt, generator_ema.pt, epoch_samples.npz
 GENERATOR = TRAIN_DIR / "generator.pt"
 CRITIC = TRAIN_DIR / "critic.pt"
