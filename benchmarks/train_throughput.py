@@ -11,6 +11,8 @@ n_critic 5) on the same real images and report critic images per second over tra
   torchvision's ToTensor + Normalize, a shuffling DataLoader, the generator's forward recomputed
   with autograd on every critic step (its output detached for the critic), separate critic
   forwards for real and fake, and a generator step that also computes unused critic gradients.
+- ganpipe lazy: the same `train()` with the lazy gradient penalty (`gp_every`, default 4: the
+  penalty on every 4th critic step at 4 times the weight); "ganpipe" above is `gp_every: 1`.
 
 The FLOP rate is that of ganpipe's loop with model wgan (weight clipping, no gradient penalty):
 FlopCounterMode counts the FLOPs of `train()` run for exactly one iteration (n_critic critic steps
@@ -20,6 +22,7 @@ gives the seconds per iteration. The reference is the best of several 2048³ fp3
 Usage (from the repository root, with ganpipe installed or PYTHONPATH=.):
     python benchmarks/train_throughput.py [--device cpu|cuda] [--steps N] [--threads N]
                                           [--repeats N] [--workers N] [--data NPZ]
+                                          [--gp-every K] [--skip-flop-rate]
 """
 
 from __future__ import annotations
@@ -71,6 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3,
                         help="alternate the two loops this many times and keep each one's best")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the naive loop")
+    parser.add_argument("--gp-every", type=int, default=4,
+                        help="gp_every of the lazy-penalty ganpipe run (the other runs use 1)")
+    parser.add_argument("--skip-flop-rate", action="store_true",
+                        help="skip the wgan runs, FLOP count and matmul (a cheaper run on a shared machine)")
     return parser.parse_args(argv)
 
 
@@ -103,11 +110,17 @@ def write_processed(images: np.ndarray) -> None:
     paths.PROCESSED_INFO.write_text(json.dumps(info))
 
 
-def benchmark_params(device: str, checkpoint_dir: Path) -> dict[str, Any]:
-    """The repository's params.yaml with the benchmark's overrides."""
+def benchmark_params(device: str, checkpoint_dir: Path, gp_every: int = 4) -> dict[str, Any]:
+    """The repository's params.yaml with the benchmark's overrides.
+
+    `wgan_gp` is the exact recipe (the penalty on every critic step), whatever params.yaml's default,
+    and `wgan_gp_lazy` the same model with the penalty on every `gp_every`-th critic step.
+    """
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["model"] = "wgan_gp"
-    params["data"].update(channels=CHANNELS, size=SIZE)
+    params["models"]["wgan_gp"]["gp_every"] = 1
+    params["models"]["wgan_gp_lazy"] = {**params["models"]["wgan_gp"], "gp_every": gp_every}
+    params["data"].update(channels=CHANNELS, image_size=SIZE)
     params["arch"].update(nz=100, ngf=64, ndf=64)
     params["train"].update(device=device, batch_size=BATCH, checkpoint_every=10**9,
                            checkpoint_dir=str(checkpoint_dir), eval_every=None, bf16=False, compile=False,
@@ -260,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         os.chdir(workdir)
         try:
             write_processed(images)
-            params = benchmark_params(args.device, Path(workdir) / "checkpoints")
+            params = benchmark_params(args.device, Path(workdir) / "checkpoints", args.gp_every)
             n_critic = params["models"]["wgan_gp"]["n_critic"]
             steps = args.steps or DEFAULT_STEPS[device.type]
             steps = -(-steps // n_critic) * n_critic
@@ -269,30 +282,46 @@ def main(argv: list[str] | None = None) -> None:
             # inside each run. Then alternate the timed runs and keep each one's best.
             wgan_n_critic = params["models"]["wgan"]["n_critic"]
             run_ganpipe(params, "wgan_gp", n_critic)
-            run_ganpipe(params, "wgan", wgan_n_critic)
-            ganpipe_runs, naive_runs, wgan_runs, matmul_runs = [], [], [], []
+            run_ganpipe(params, "wgan_gp_lazy", n_critic)
+            if not args.skip_flop_rate:
+                run_ganpipe(params, "wgan", wgan_n_critic)
+            ganpipe_runs, lazy_runs, naive_runs, wgan_runs, matmul_runs = [], [], [], [], []
             for _ in range(args.repeats):
                 ganpipe_runs.append(run_ganpipe(params, "wgan_gp", steps)["critic_images_per_s"])
+                lazy_runs.append(run_ganpipe(params, "wgan_gp_lazy", steps)["critic_images_per_s"])
                 naive_runs.append(run_naive(params, images, device, steps, args.workers, warmup=n_critic))
-                wgan_runs.append(run_ganpipe(params, "wgan", steps)["critic_images_per_s"])
-                matmul_runs.append(matmul_gflops(device))
-            ganpipe_ips, naive_ips, matmul = max(ganpipe_runs), max(naive_runs), max(matmul_runs)
-            iteration_s = wgan_n_critic * BATCH / max(wgan_runs)
-            flops = count_wgan_iteration_flops(params)
+                if not args.skip_flop_rate:
+                    wgan_runs.append(run_ganpipe(params, "wgan", steps)["critic_images_per_s"])
+                    matmul_runs.append(matmul_gflops(device))
+            ganpipe_ips, lazy_ips, naive_ips = max(ganpipe_runs), max(lazy_runs), max(naive_runs)
+            if not args.skip_flop_rate:
+                matmul = max(matmul_runs)
+                iteration_s = wgan_n_critic * BATCH / max(wgan_runs)
+                flops = count_wgan_iteration_flops(params)
         finally:
             os.chdir(home)
 
-    flop_rate = flops / iteration_s / 1e9
-    figures = {
+    figures: dict[str, Any] = {
         "ganpipe_ips": round(ganpipe_ips, 1),
         "naive_ips": round(naive_ips, 1),
         "ratio": round(ganpipe_ips / naive_ips, 3),
-        "wgan_gflop_per_iteration": round(flops / 1e9, 3),
-        "wgan_iteration_s": round(iteration_s, 6),
-        "wgan_ips": max(wgan_runs),
-        "flop_rate_gflops": round(flop_rate, 2),
-        "matmul_gflops": round(matmul, 2),
-        "flop_pct": round(100 * flop_rate / matmul, 1),
+        "gp_every": args.gp_every,
+        "lazy_ips": round(lazy_ips, 1),
+        "lazy_vs_exact": round(lazy_ips / ganpipe_ips, 3),
+        "lazy_vs_naive": round(lazy_ips / naive_ips, 3),
+        "runs": {"ganpipe": ganpipe_runs, "lazy": lazy_runs, "naive": [round(r, 1) for r in naive_runs]},
+    }
+    if not args.skip_flop_rate:
+        flop_rate = flops / iteration_s / 1e9
+        figures.update({
+            "wgan_gflop_per_iteration": round(flops / 1e9, 3),
+            "wgan_iteration_s": round(iteration_s, 6),
+            "wgan_ips": max(wgan_runs),
+            "flop_rate_gflops": round(flop_rate, 2),
+            "matmul_gflops": round(matmul, 2),
+            "flop_pct": round(100 * flop_rate / matmul, 1),
+        })
+    figures.update({
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -301,17 +330,20 @@ def main(argv: list[str] | None = None) -> None:
         "cuda_graphs": bool(params["train"].get("cuda_graphs")) and device.type == "cuda",
         "cudnn_tf32": torch.backends.cudnn.allow_tf32 and device.type == "cuda",
         "loadavg": [round(x, 2) for x in (*load_before, *os.getloadavg())],
-    }
+    })
     print(f"data: {source}, {len(images)} images {CHANNELS}x{SIZE}x{SIZE}; device {figures['device']}, "
           f"{figures['threads']} threads, {steps} critic steps x {args.repeats} repeats")
     print(f"ganpipe loop (wgan_gp): {ganpipe_ips:9.1f} critic images/s  (runs: {ganpipe_runs})")
     print(f"naive loop   (wgan_gp): {naive_ips:9.1f} critic images/s  "
           f"(runs: {[round(r, 1) for r in naive_runs]})")
     print(f"ratio ganpipe / naive:  {figures['ratio']:9.2f}x")
-    print(f"wgan iteration ({wgan_n_critic} critic + 1 generator step): {flops / 1e9:.2f} GFLOP "
-          f"in {iteration_s * 1e3:.1f} ms = {flop_rate:.1f} GFLOP/s")
-    print(f"fp32 {MATMUL_SIDE}^3 matmul: {matmul:.1f} GFLOP/s; "
-          f"model FLOP rate = {figures['flop_pct']:.1f}% of it")
+    print(f"ganpipe lazy (gp_every {args.gp_every}): {lazy_ips:9.1f} critic images/s  (runs: {lazy_runs}); "
+          f"{figures['lazy_vs_exact']:.2f}x gp_every 1, {figures['lazy_vs_naive']:.2f}x naive")
+    if not args.skip_flop_rate:
+        print(f"wgan iteration ({wgan_n_critic} critic + 1 generator step): {flops / 1e9:.2f} GFLOP "
+              f"in {iteration_s * 1e3:.1f} ms = {flop_rate:.1f} GFLOP/s")
+        print(f"fp32 {MATMUL_SIDE}^3 matmul: {matmul:.1f} GFLOP/s; "
+              f"model FLOP rate = {figures['flop_pct']:.1f}% of it")
     print(f"load average before / after: {figures['loadavg'][:3]} / {figures['loadavg'][3:]}")
     if device.type == "cpu" and load_before[0] > 0.5 + (os.cpu_count() or 1) - figures["threads"]:
         advice = "rerun on a quiet machine"

@@ -19,7 +19,9 @@ DEVICES = ("auto", "cpu", "cuda")
 def resolve_device(name: str = "auto") -> torch.device:
     """`auto`: CUDA when available, else CPU; `cuda` without a GPU is refused in one line."""
     if name not in DEVICES:
-        raise ParamsError(f"params.yaml: train.device = {name!r} is not allowed; expected one of auto, cpu, cuda")
+        raise ParamsError(
+            f"params.yaml: train.device = {name!r} is not allowed; expected one of {', '.join(DEVICES)}"
+        )
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

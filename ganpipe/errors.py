@@ -17,6 +17,8 @@ class ParamsError(GanpipeError):
     exit_code = 2
 
 
-def run_first(path: str | os.PathLike[str], stage: str, problem: str = "not found") -> GanpipeError:
-    """The one message for an input that an earlier stage writes: names the file and the command."""
-    return GanpipeError(f"{path}: {problem}; run `dvc repro {stage}` first")
+def run_first(path: str | os.PathLike[str], stage: str = "", problem: str = "not found") -> GanpipeError:
+    """The one message for an input that an earlier stage writes: names the file and the command
+    (`dvc repro <stage>` also runs every stage before it; no stage: the whole pipeline)."""
+    command = f"dvc repro {stage}" if stage else "dvc repro"
+    return GanpipeError(f"{path}: {problem}; run `{command}` first")

@@ -34,6 +34,7 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 
 from ganpipe.classifier import load_classifier
 from ganpipe.errors import GanpipeError
+from ganpipe.processed import check_images
 from ganpipe.stage import progress_disabled
 
 DOMAIN = "ganpipe-domain"
@@ -134,8 +135,7 @@ class ImageArrayDataset(Dataset):
     """uint8 (N, C, H, W) array as the Dataset torch-fidelity wants: bare uint8 3×H×W tensors."""
 
     def __init__(self, images: np.ndarray) -> None:
-        if images.ndim != 4 or images.dtype != np.uint8 or images.shape[1] not in (1, 3):
-            raise GanpipeError(f"expected uint8 images (N, 1 or 3, H, W), got {images.dtype} {images.shape}")
+        check_images(images, "images to score")
         self.images = torch.from_numpy(np.ascontiguousarray(images))
 
     def __len__(self) -> int:

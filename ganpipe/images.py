@@ -6,11 +6,12 @@ import os
 
 import numpy as np
 
+from ganpipe.processed import check_images
+
 
 def make_grid(images: np.ndarray, nrow: int = 8, padding: int = 2, pad_value: int = 255) -> np.ndarray:
     """Tile uint8 images (N, C, H, W) into one (H', W', C) array, `nrow` images per row."""
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images of shape (N, C, H, W), got {images.dtype} {images.shape}")
+    check_images(images, "images to tile")
     n, c, h, w = images.shape
     ncol = min(nrow, n)
     nrows = -(-n // ncol)

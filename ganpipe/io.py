@@ -83,12 +83,12 @@ def load_torch(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
     """Load a torch file written by ganpipe. Pickled code payloads are refused (weights_only)."""
     import torch
 
-    from ganpipe.errors import GanpipeError
+    from ganpipe.errors import GanpipeError, run_first
 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise GanpipeError(f"{path}: file not found; run the stage that writes it (dvc repro)") from None
+        raise run_first(path) from None
     except Exception as exc:  # torch raises UnpicklingError or RuntimeError subclasses
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GanpipeError(

@@ -68,6 +68,12 @@ def check_model_options(key: str, cfg: dict[str, Any]) -> None:
             "clipping and the gradient penalty both enforce the Lipschitz bound; keep one "
             "(clip: null or gp_lambda: 0)"
         )
+    if cfg["gp_every"] > 1 and cfg["gp_lambda"] == 0:
+        # Refused rather than ignored: a lazy penalty without a penalty is a typo or a forgotten λ.
+        raise ParamsError(
+            f"params.yaml: {key}.gp_every = {cfg['gp_every']!r} with gp_lambda = {cfg['gp_lambda']!r}: "
+            "there is no gradient penalty to compute lazily; set gp_every: 1 or gp_lambda > 0"
+        )
     if _option_is_set(cfg, "clip") and cfg["spectral_norm_d"]:
         raise ParamsError(
             f"params.yaml: {key}.clip = {cfg['clip']!r} with spectral_norm_d = true: both constrain the "

@@ -15,12 +15,12 @@ from typing import Any
 
 import yaml
 
+from ganpipe.device import DEVICES
 from ganpipe.errors import ParamsError
 
 PARAMS_FILE = "params.yaml"
 SIZES = (28, 64, 128, 224)
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
-DEVICES = ("auto", "cpu", "cuda")
 
 Check = Callable[[str, Any], None]
 
@@ -112,6 +112,7 @@ MODEL_SCHEMA: dict[str, Check] = {
     "n_critic": integer(1, 100),
     "clip": optional(number(0, None, low_open=True)),
     "gp_lambda": number(0),
+    "gp_every": integer(1),  # the penalty on every k-th critic step, weighted λ·k
     "spectral_norm_g": boolean,
     "spectral_norm_d": boolean,
     "dropout_d": number(0, 1, high_open=True),
@@ -125,7 +126,7 @@ SCHEMA: dict[str, Any] = {
     "data": {
         "name": string,  # checked against the dataset registry below
         "source": optional(readable_path),
-        "size": choice(*SIZES),
+        "image_size": choice(*SIZES),
         "channels": choice(1, 3),
         "limit": optional(integer(16)),
     },

@@ -20,10 +20,12 @@ from matplotlib.ticker import MaxNLocator
 from numpy.lib import format as npy_format
 
 from ganpipe import paths
-from ganpipe.errors import GanpipeError
+from ganpipe.errors import GanpipeError, run_first
 from ganpipe.images import make_grid
 from ganpipe.io import save_figure
 from ganpipe.params import model_config
+from ganpipe.processed import DATASET_SEED
+from ganpipe.streams import numpy_rng
 
 LOSSES_PNG = "losses.png"
 WASSERSTEIN_PNG = "wasserstein.png"
@@ -35,7 +37,6 @@ CLASS_HISTOGRAM_PNG = "class_histogram.png"
 GRID_IMAGES = 64  # images in each of the generated and real grids (8 x 8)
 MAX_PROGRESSION_ROWS = 8  # epochs shown in the epoch comparison grid
 GENERATOR_COLOR, CRITIC_COLOR = "tab:blue", "tab:red"
-REAL_SUBSET_SEED = 0
 
 
 def read_tsv(path: Path) -> pd.DataFrame:
@@ -46,7 +47,7 @@ def read_tsv(path: Path) -> pd.DataFrame:
 
 def _require(path: Path) -> None:
     if not path.exists():
-        raise GanpipeError(f"{path}: not found; run the earlier stages first (dvc repro)")
+        raise run_first(path, "plots")
 
 
 def smooth(values: pd.Series, window: int | None = None) -> pd.Series:
@@ -188,9 +189,9 @@ def plot_class_histogram(
     return path
 
 
-def sample_rows(path: Path, key: str, count: int, seed: int | None = None) -> np.ndarray:
-    """`count` rows of the array `key` in an .npz: the first ones, or (with `seed`) a seeded random,
-    sorted subset. Only those rows are read, because a 224 px training set is many GB while a figure
+def sample_rows(path: Path, key: str, count: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """`count` rows of the array `key` in an .npz: the first ones, or (with `rng`) a random, sorted
+    subset. Only those rows are read, because a 224 px training set is many GB while a figure
     needs 64 images."""
     _require(path)
     with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as member:
@@ -202,8 +203,8 @@ def sample_rows(path: Path, key: str, count: int, seed: int | None = None) -> np
         total, row_shape = shape[0], shape[1:]
         count = min(count, total)
         rows = np.arange(count)
-        if seed is not None:
-            rows = np.sort(np.random.default_rng(seed).choice(total, count, replace=False))
+        if rng is not None:
+            rows = np.sort(rng.choice(total, count, replace=False))
         row_bytes = dtype.itemsize * int(np.prod(row_shape))
         start = member.tell()
         chosen = np.empty((count, *row_shape), dtype)
@@ -233,7 +234,8 @@ def draw_all(params: dict[str, Any]) -> list[Path]:
     generated = sample_rows(paths.SAMPLES, "images", GRID_IMAGES)
     # A fixed random subset shows the class mix rather than the file's first rows, and is the same in
     # every experiment on the same data, so real grids compare across experiments.
-    real = sample_rows(paths.PROCESSED_TRAIN, "images", GRID_IMAGES, seed=REAL_SUBSET_SEED)
+    real_rng = numpy_rng(DATASET_SEED, "plots.real_grid")
+    real = sample_rows(paths.PROCESSED_TRAIN, "images", GRID_IMAGES, real_rng)
     written = [
         plot_losses(losses, figures_dir / LOSSES_PNG, model),
         plot_wasserstein(losses, figures_dir / WASSERSTEIN_PNG, model, config["loss"], config["clip"]),

@@ -60,3 +60,36 @@ def read_info() -> dict[str, Any]:
         raise run_first(paths.PROCESSED_INFO, PREPROCESS) from None
     except json.JSONDecodeError:
         raise run_first(paths.PROCESSED_INFO, PREPROCESS, "not valid JSON") from None
+
+
+# Real subsets (the scoring reference, its noise floor, the FID-during-training reference) belong to
+# the dataset, not to one experiment: they are drawn with this seed, so every experiment on the same
+# data is measured against the same real images.
+DATASET_SEED = 0
+
+
+def class_quotas(labels: np.ndarray, count: int) -> np.ndarray:
+    """Images per class for a subset of `count` with the class proportions of `labels`.
+
+    Largest-remainder rounding: each class gets floor(share) or floor(share) + 1, so the subset's
+    histogram is within one image per class of the split's, and the quotas sum to `count`.
+    """
+    classes = np.bincount(labels)
+    exact = classes * (count / len(labels))
+    quotas = np.floor(exact).astype(np.int64)
+    remainder = count - int(quotas.sum())
+    order = np.lexsort((np.arange(len(classes)), -(exact - quotas)))  # largest fraction first
+    quotas[order[:remainder]] += 1
+    return np.minimum(quotas, classes)
+
+
+def stratified_subset(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of `count` images drawn at random within each class, in proportion to the class
+    sizes. The rule for every subset of real images, so that a class-sorted source cannot give a
+    one-class reference."""
+    count = min(count, len(labels))
+    chosen = []
+    for label, quota in enumerate(class_quotas(labels, count)):
+        members = np.flatnonzero(labels == label)
+        chosen.append(rng.choice(members, size=int(quota), replace=False))
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)

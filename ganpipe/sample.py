@@ -9,11 +9,12 @@ import torch
 from tqdm import tqdm
 
 from ganpipe import paths
+from ganpipe.device import resolve_device
 from ganpipe.images import save_grid
 from ganpipe.io import load_torch, save_npz
 from ganpipe.models import generator_from_checkpoint, to_uint8
 from ganpipe.stage import progress_disabled
-from ganpipe.train import resolve_device
+from ganpipe.streams import torch_generator
 
 GRID_COUNT = 64
 
@@ -29,7 +30,7 @@ def generate(
     generator: torch.nn.Module, count: int, batch_size: int, seed: int, device: torch.device
 ) -> np.ndarray:
     """`count` uint8 images (N, C, H, W); the noise depends only on `seed`, not on the batch size."""
-    noise = torch.randn(count, generator.config["nz"], generator=torch.Generator().manual_seed(seed))
+    noise = torch.randn(count, generator.config["nz"], generator=torch_generator(seed, "sample.noise"))
     batches = range(0, count, batch_size)
     chunks = [
         to_uint8(generator(noise[start : start + batch_size].to(device))).cpu()
@@ -40,9 +41,8 @@ def generate(
 
 def sample(params: dict[str, Any]) -> None:
     cfg = params["sample"]
-    device = resolve_device(params["train"]["device"])
+    device = resolve_device()  # sampling is a measurement: the GPU when there is one (ganpipe.device)
     generator = load_sampling_generator(device)
-    # seed + 10: a stream apart from the training draws, so samples are not the training noise.
-    images = generate(generator, cfg["num_samples"], cfg["batch_size"], params["seed"] + 10, device)
+    images = generate(generator, cfg["num_samples"], cfg["batch_size"], params["seed"], device)
     save_npz(paths.SAMPLES, images=images)
     save_grid(paths.SAMPLE_GRID, images[:GRID_COUNT], nrow=8)

@@ -27,8 +27,8 @@ from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, k
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
 from ganpipe import paths
-from ganpipe.classifier import load_info, load_split, pick_device
-from ganpipe.errors import GanpipeError
+from ganpipe.device import resolve_device
+from ganpipe.errors import GanpipeError, run_first
 from ganpipe.features import (
     EXTRACTORS,
     Extractor,
@@ -38,8 +38,13 @@ from ganpipe.features import (
     extract_features,
 )
 from ganpipe.io import file_md5, save_npz, write_json, write_text
+from ganpipe.processed import DATASET_SEED, check_images, read_info, read_split, stratified_subset
+from ganpipe.streams import numpy_rng
 
 REFERENCE_META = paths.REFERENCE_DIR / "reference.json"
+TRAIN_REFERENCE = paths.TRAIN_REFERENCE_DIR / "domain.npz"
+TRAIN_REFERENCE_META = paths.TRAIN_REFERENCE_DIR / "reference.json"
+SUBSET_RULE = "per class in proportion to the train split (largest remainder)"
 
 # torch-fidelity's defaults, except that the KID subset shrinks to the smaller sample count.
 ISC_SPLITS = 10
@@ -69,33 +74,89 @@ def reference_path(extractor: Extractor) -> Path:
     return paths.REFERENCE_DIR / f"{extractor.key}.npz"
 
 
+def reference_subsets(labels: np.ndarray, num_real: int, num_generated: int) -> dict[str, Any]:
+    """Indices of the reference images and of the noise floor's two disjoint real sets.
+
+    The reference is a stratified random subset (stream "reference.subset", the dataset seed). The
+    noise floor compares two disjoint real sets at the score's own N: the reference itself against
+    `num_generated` other training images, when the split has that many left over; otherwise two
+    disjoint stratified halves of the split (then at a smaller N, recorded with the numbers).
+    """
+    reference = stratified_subset(labels, num_real, numpy_rng(DATASET_SEED, "reference.subset"))
+    floor_rng = numpy_rng(DATASET_SEED, "reference.floor")
+    rest = np.setdiff1d(np.arange(len(labels)), reference)
+    if len(rest) >= num_generated:
+        rule = "the reference vs other training images"
+        floor_real = reference
+        floor_other = rest[stratified_subset(labels[rest], num_generated, floor_rng)]
+    else:
+        rule = "two disjoint stratified halves of the train split (too few images for the score's N)"
+        half = len(labels) // 2
+        floor_real = stratified_subset(labels, half, floor_rng)
+        rest = np.setdiff1d(np.arange(len(labels)), floor_real)
+        floor_other = rest[stratified_subset(labels[rest], half, floor_rng)]
+    return {"reference": reference, "floor_real": floor_real, "floor_other": floor_other, "floor_rule": rule}
+
+
+def _floor_metrics(real: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
+    """FID and KID between two disjoint real sets: what a perfect generator would score."""
+    fid = fid_statistics_to_metric(fid_features_to_statistics(other), fid_features_to_statistics(real), False)
+    kid = kid_features_to_metric(
+        other,
+        real,
+        kid_subsets=KID_SUBSETS,
+        kid_subset_size=min(KID_MAX_SUBSET_SIZE, len(real), len(other)),
+        rng_seed=RNG_SEED,
+        verbose=False,
+    )
+    return {"fid_noise_floor": fid[KEY_METRIC_FID], "kid_noise_floor": kid[KEY_METRIC_KID_MEAN]}
+
+
 def compute_reference(params: dict[str, Any]) -> dict[str, Any]:
-    """The reference stage: features of the first min(score.num_real, n_train) train images, per extractor.
+    """The reference stage: features of a stratified random subset of min(score.num_real, n_train)
+    training images per extractor, and the real-vs-real noise floor at the score's N.
 
     Writes <key>.npz (features, mu, sigma; the domain one also the true labels)
-    and reference.json (N, extractors, weights md5, resizer, torch-fidelity version).
+    and reference.json (N, how the subset was drawn, noise floors, extractors, weights md5, resizer,
+    torch-fidelity version).
     """
-    images, labels = load_split(paths.PROCESSED_TRAIN)
+    images, labels = read_split(paths.PROCESSED_TRAIN)
     n_train = len(images)
     num_real = min(params["score"]["num_real"], n_train)
-    images, labels = images[:num_real], labels[:num_real]
-    device = pick_device()
+    subsets = reference_subsets(labels, num_real, params["sample"]["num_samples"])
+    reference = subsets["reference"]
+    device = resolve_device()
     meta: dict[str, Any] = {
         "num_real": num_real,
         "n_train": n_train,
-        "source": f"{paths.PROCESSED_TRAIN}[:{num_real}]",
+        "source": str(paths.PROCESSED_TRAIN),
+        "subset": f"stratified random: {SUBSET_RULE}, stream 'reference.subset', seed {DATASET_SEED}",
+        "class_counts": np.bincount(labels[reference], minlength=int(labels.max(initial=0)) + 1).tolist(),
+        "noise_floor": {
+            "num_real": len(subsets["floor_real"]),
+            "num_generated": len(subsets["floor_other"]),
+            "rule": subsets["floor_rule"],
+        },
         "torch_fidelity_version": torch_fidelity.__version__,
         "extractors": {},
     }
+    floor_needed = np.union1d(subsets["floor_real"], subsets["floor_other"])
+    needed = np.union1d(reference, floor_needed)
     for extractor, weights in active_extractors(params):
         module = create_extractor(extractor, weights, device)
-        feats = extract_features(module, images, params["score"]["batch_size"], device)
-        features = feats[extractor.feature_layer]
+        feats = extract_features(module, images[needed], params["score"]["batch_size"], device)
+        all_features = feats[extractor.feature_layer]
+
+        def rows(indices: np.ndarray, features: torch.Tensor = all_features) -> torch.Tensor:
+            return features[torch.from_numpy(np.searchsorted(needed, indices))]
+
+        features = rows(reference)
         stats = fid_features_to_statistics(features)
         arrays = {"features": features.numpy(), "mu": stats["mu"], "sigma": stats["sigma"]}
         if extractor.key == "domain":
-            arrays["labels"] = labels
+            arrays["labels"] = labels[reference]
         save_npz(reference_path(extractor), **arrays)
+        floor = _floor_metrics(rows(subsets["floor_real"]), rows(subsets["floor_other"]))
         meta["extractors"][extractor.key] = {
             "name": extractor.name,
             "feature_layer": extractor.feature_layer,
@@ -103,6 +164,7 @@ def compute_reference(params: dict[str, Any]) -> dict[str, Any]:
             "weights": str(weights),
             "weights_md5": file_md5(weights),
             "resizer": describe_resizer(extractor, module, images.shape[-1]),
+            **{key: float(value) for key, value in floor.items()},
         }
     for extractor in EXTRACTORS.values():  # a previous run's extractor that is now switched off
         if extractor.key not in meta["extractors"]:
@@ -111,24 +173,46 @@ def compute_reference(params: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def compute_train_reference(params: dict[str, Any]) -> dict[str, Any]:
+    """The train_reference stage: domain statistics of score.train_samples real images (stratified,
+    stream "train_reference.subset"), the yardstick of FID during training. It has its own small
+    reference so that changing the scoring reference (score.num_real, extractors) never retrains.
+    """
+    images, labels = read_split(paths.PROCESSED_TRAIN)
+    count = min(params["score"]["train_samples"], len(images))
+    chosen = stratified_subset(labels, count, numpy_rng(DATASET_SEED, "train_reference.subset"))
+    domain, weights = EXTRACTORS["domain"], str(paths.CLASSIFIER_WEIGHTS)
+    device = resolve_device()
+    module = create_extractor(domain, weights, device)
+    features = extract_features(module, images[chosen], params["score"]["batch_size"], device)
+    stats = fid_features_to_statistics(features[domain.feature_layer])
+    save_npz(TRAIN_REFERENCE, mu=stats["mu"], sigma=stats["sigma"])
+    meta = {
+        "num_real": count,
+        "n_train": len(images),
+        "subset": f"stratified random: {SUBSET_RULE}, stream 'train_reference.subset', seed {DATASET_SEED}",
+        "extractor": domain.name,
+        "weights_md5": file_md5(weights),
+    }
+    write_json(TRAIN_REFERENCE_META, meta)
+    return meta
+
+
 def load_reference_meta() -> dict[str, Any]:
     try:
         return json.loads(REFERENCE_META.read_text())
     except FileNotFoundError:
-        raise GanpipeError(f"{REFERENCE_META}: not found; run dvc repro reference") from None
+        raise run_first(REFERENCE_META, "reference") from None
 
 
 def load_reference(extractor: Extractor, weights: str, meta: dict[str, Any]) -> dict[str, np.ndarray]:
     """The stored real-side arrays, refused when they were made with other weights."""
     entry = meta["extractors"].get(extractor.key)
     if entry is None:
-        raise GanpipeError(
-            f"{paths.REFERENCE_DIR} has no {extractor.name} statistics; run dvc repro reference"
-        )
+        raise run_first(paths.REFERENCE_DIR, "reference", f"has no {extractor.name} statistics")
     if entry["weights_md5"] != file_md5(weights):
-        raise GanpipeError(
-            f"{paths.REFERENCE_DIR}: {extractor.name} statistics were made with other weights than "
-            f"{weights}; run dvc repro reference"
+        raise run_first(
+            paths.REFERENCE_DIR, "reference", f"{extractor.name} statistics were made with other weights"
         )
     with np.load(reference_path(extractor)) as data:
         return dict(data)
@@ -213,11 +297,8 @@ def load_samples() -> np.ndarray:
         with np.load(paths.SAMPLES) as data:
             images = data["images"]
     except FileNotFoundError:
-        raise GanpipeError(f"{paths.SAMPLES}: not found; run dvc repro sample") from None
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise GanpipeError(
-            f"{paths.SAMPLES}: expected uint8 images (N, C, H, W), got {images.dtype} {images.shape}"
-        )
+        raise run_first(paths.SAMPLES, "sample") from None
+    check_images(images, str(paths.SAMPLES))
     return images
 
 
@@ -245,18 +326,19 @@ def score_samples(params: dict[str, Any]) -> dict[str, Any]:
     the results, so that `dvc metrics diff` always compares the same columns.
     """
     images = load_samples()
-    info = load_info()
+    info = read_info()
     meta = load_reference_meta()
     expected_real = min(params["score"]["num_real"], meta["n_train"])
     if meta["num_real"] != expected_real:
-        raise GanpipeError(
-            f"{paths.REFERENCE_DIR} holds {meta['num_real']} real images, score.num_real asks for "
-            f"{expected_real}; run dvc repro reference"
+        raise run_first(
+            paths.REFERENCE_DIR,
+            "reference",
+            f"holds {meta['num_real']} real images, score.num_real asks for {expected_real}",
         )
-    if images.shape[1] != info["channels"]:
-        raise GanpipeError(
-            f"{paths.SAMPLES} has {images.shape[1]}-channel images, the data {info['channels']}; "
-            "rerun dvc repro"
+    if images.shape[1:] != (info["channels"], info["size"], info["size"]):
+        raise run_first(
+            paths.SAMPLES, "sample", f"holds images of shape {images.shape[1:]}, the data's are "
+            f"{(info['channels'], info['size'], info['size'])}"
         )
     num_real = meta["num_real"]
     kid_subset_size = min(KID_MAX_SUBSET_SIZE, len(images), num_real)
@@ -264,7 +346,7 @@ def score_samples(params: dict[str, Any]) -> dict[str, Any]:
         raise GanpipeError(
             f"precision/recall need more than {PRC_NEIGHBORHOOD} images per side; raise sample.num_samples"
         )
-    device = pick_device()
+    device = resolve_device()
     active = active_extractors(params)
     scores: dict[str, Any] = {
         "num_generated": len(images),
@@ -274,6 +356,9 @@ def score_samples(params: dict[str, Any]) -> dict[str, Any]:
         "kid_subset_size": kid_subset_size,
         "kid_subsets": KID_SUBSETS,
         "prc_neighborhood": PRC_NEIGHBORHOOD,
+        # The real-vs-real noise floor: differences below it are sampling noise (see reference.json).
+        "noise_floor_num_real": meta["noise_floor"]["num_real"],
+        "noise_floor_num_generated": meta["noise_floor"]["num_generated"],
     }
     for extractor, weights in active:
         reference = load_reference(extractor, weights, meta)
@@ -281,6 +366,9 @@ def score_samples(params: dict[str, Any]) -> dict[str, Any]:
         generated = extract_features(module, images, params["score"]["batch_size"], device)
         metrics = fidelity_metrics(generated, reference, extractor, kid_subset_size)
         scores.update({extractor.prefix + key: value for key, value in metrics.items()})
+        entry = meta["extractors"][extractor.key]
+        for key in ("fid_noise_floor", "kid_noise_floor"):
+            scores[extractor.prefix + key] = entry[key]
         scores[f"{extractor.prefix}resizer"] = describe_resizer(extractor, module, images.shape[-1])
         if extractor.key == "domain":
             predicted = generated[extractor.logits_layer].argmax(dim=1).numpy()
@@ -300,18 +388,19 @@ def _stamp(path: Path) -> tuple[str, int]:
     try:
         return str(path.resolve()), os.stat(path).st_mtime_ns
     except FileNotFoundError:
-        raise GanpipeError(f"{path}: not found; run dvc repro reference") from None
+        raise run_first(path, "train_reference") from None
 
 
 def domain_fid(images: np.ndarray, device: torch.device) -> float:
-    """Domain FID of generated uint8 (N, C, H, W) images against the stored reference statistics.
+    """Domain FID of generated uint8 (N, C, H, W) images against the FID-during-training reference.
 
     For FID during training: called every few epochs, so the classifier and the reference
     statistics are loaded once and kept until either file changes (path + mtime). N is the caller's
-    (score.train_samples): compare these values only with each other, not with scores.json's `fid`.
+    and the reference's (score.train_samples): compare these values only with each other, not with
+    scores.json's `fid`.
     """
     domain = EXTRACTORS["domain"]
-    files = (paths.CLASSIFIER_WEIGHTS, reference_path(domain), REFERENCE_META)
+    files = (paths.CLASSIFIER_WEIGHTS, TRAIN_REFERENCE, TRAIN_REFERENCE_META)
     key = (str(device), *(_stamp(path) for path in files))
     # Building the classifier and torch's DataLoader both draw from the global RNG: fork it, so that
     # evaluating during training does not change the training's random stream.
@@ -319,11 +408,11 @@ def domain_fid(images: np.ndarray, device: torch.device) -> float:
         if key not in _DOMAIN_CACHE:
             _DOMAIN_CACHE.clear()
             weights = str(paths.CLASSIFIER_WEIGHTS)
-            reference = load_reference(domain, weights, load_reference_meta())
-            _DOMAIN_CACHE[key] = (
-                create_extractor(domain, weights, device),
-                {"mu": reference["mu"], "sigma": reference["sigma"]},
-            )
+            if json.loads(TRAIN_REFERENCE_META.read_text())["weights_md5"] != file_md5(weights):
+                raise run_first(paths.TRAIN_REFERENCE_DIR, "train_reference", "made with other weights")
+            with np.load(TRAIN_REFERENCE) as reference:
+                real_stats = {"mu": reference["mu"], "sigma": reference["sigma"]}
+            _DOMAIN_CACHE[key] = (create_extractor(domain, weights, device), real_stats)
         module, real_stats = _DOMAIN_CACHE[key]
         features = extract_features(module, images, TRAIN_FID_BATCH_SIZE, device, progress=False)
     stats = fid_features_to_statistics(features[domain.feature_layer])

@@ -19,6 +19,7 @@ import torch
 # Every stream in the project. Add a name here to draw from a new stream.
 STREAMS = (
     "preprocess.subset.train",  # data.limit subset of the train split
+    "preprocess.subset.val",  # data.limit subset of the val split
     "preprocess.subset.test",  # data.limit subset of the test split
     "classifier.weights",  # domain classifier: initial weights (global torch RNG)
     "classifier.order",  # domain classifier: batch order per epoch
@@ -31,6 +32,7 @@ STREAMS = (
     "train.fixed_noise",  # the 16 fixed-noise samples of the epoch-progression grid
     "train.eval_noise",  # FID-during-training samples, per epoch
     "sample.noise",  # the scored samples
+    "plots.real_grid",  # the real images beside the final samples
 )
 
 _MASK_63 = (1 << 63) - 1

@@ -30,38 +30,30 @@ from torch import nn
 from tqdm import tqdm
 
 from ganpipe import paths
-from ganpipe.errors import GanpipeError, ParamsError
+from ganpipe.deps import code_digest
+from ganpipe.device import resolve_device
+from ganpipe.errors import GanpipeError, ParamsError, run_first
 from ganpipe.io import file_md5, load_torch, save_npz, save_torch, write_json, write_text
 from ganpipe.losses import LOSSES, gradient_penalty
 from ganpipe.models import build_models, to_uint8
 from ganpipe.params import model_config
+from ganpipe.processed import read_info, read_split
 from ganpipe.stage import progress_disabled
+from ganpipe.streams import seed_globals, torch_generator
 
 FIXED_NOISE_COUNT = 16  # samples per epoch in the epoch-progression grid
 LOG_COLUMNS = ("step", "epoch", "loss_g", "loss_d", "wasserstein", "gp")
 FINAL_WINDOW = 50  # train.json reports losses averaged over the last this-many generator steps
-# Source files whose change must invalidate a checkpoint (they define what a step computes).
-CODE_FILES = ("train.py", "models.py", "losses.py")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ParamsError(
-            "params.yaml: train.device = 'cuda' but no CUDA device is available; use auto or cpu"
-        )
-    return torch.device(name)
+TRAIN_SCRIPT = "stages/train.py"  # its import closure (ganpipe.deps) keys the checkpoints
 
 
 def run_key(params: dict[str, Any], device: torch.device, data_md5: str) -> str:
-    """Hash of everything that shapes the trained weights: params, data and the loop's code."""
+    """Hash of everything that shapes the trained weights: params, data and the stage's code."""
     train = {
         k: v
         for k, v in params["train"].items()
         if k not in ("checkpoint_every", "checkpoint_dir", "tensorboard")
     }
-    code_dir = Path(__file__).parent
     shaped_by = {
         "model": model_config(params),
         "arch": params["arch"],
@@ -70,15 +62,15 @@ def run_key(params: dict[str, Any], device: torch.device, data_md5: str) -> str:
         "train": {**train, "device": device.type},
         "train_samples": params["score"]["train_samples"],
         "data_md5": data_md5,
-        "code": [hashlib.md5((code_dir / name).read_bytes()).hexdigest() for name in CODE_FILES],
+        # The train stage's import closure: the same list dvc.yaml's deps are checked against.
+        "code": code_digest(TRAIN_SCRIPT),
     }
     return hashlib.sha256(json.dumps(shaped_by, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def epoch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Tensor:
     """The data order of one epoch, a pure function of (seed, epoch) so resume needs no saved state."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(n, generator=generator).to(device)
+    return torch.randperm(n, generator=torch_generator(seed, "train.order", epoch)).to(device)
 
 
 def make_optimizer(
@@ -117,6 +109,15 @@ def _restore_rng(state: dict[str, Any], noise: torch.Generator, device: torch.de
     random.setstate((version, tuple(internal), gauss))
 
 
+def is_penalty_step(step: int, gp_lambda: float, gp_every: int) -> bool:
+    """Whether critic step `step` (0-based: `run.step` before it runs) computes the gradient penalty.
+
+    A pure function of the step counter, so a resumed run picks the same steps as an uninterrupted
+    one; the first critic step is always one.
+    """
+    return gp_lambda > 0 and step % gp_every == 0
+
+
 class Run:
     """Everything one training run holds; `state_dict()` is exactly what a checkpoint stores."""
 
@@ -124,20 +125,21 @@ class Run:
         self.cfg = model_config(params)
         self.device = device
         seed = params["seed"]
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        random.seed(seed)
+        seed_globals(seed, "train.weights")  # weight init and dropout draw from the global RNGs
         generator, critic = build_models(self.cfg, params["arch"], channels, size)
         self.generator, self.critic = generator.to(device), critic.to(device)
         self.ema = copy.deepcopy(self.generator).eval() if self.cfg["ema_decay"] else None
         capturable = device.type == "cuda" and params["train"]["cuda_graphs"]
         self.opt_g = make_optimizer(self.cfg, self.generator.parameters(), self.cfg["lr_g"], capturable)
         self.opt_d = make_optimizer(self.cfg, self.critic.parameters(), self.cfg["lr_d"], capturable)
-        self.noise = torch.Generator(device).manual_seed(seed + 1)
+        self.noise = torch_generator(seed, "train.noise", device=device)
         self.fixed_noise = torch.randn(
-            FIXED_NOISE_COUNT, params["arch"]["nz"], generator=torch.Generator().manual_seed(seed + 2)
+            FIXED_NOISE_COUNT, params["arch"]["nz"], generator=torch_generator(seed, "train.fixed_noise")
         ).to(device)
         self.step = 0  # critic steps done; the data position is derived from it
+        # The latest gradient penalty (unweighted), logged until the next penalty step; checkpointed
+        # because with models.<m>.gp_every > 1 it may come from a step before the checkpoint.
+        self.penalty = torch.zeros((), device=device)
         self.log: list[list[float | None]] = []
         self.fid_log: list[list[float]] = []
         self.epoch_samples: list[torch.Tensor] = []
@@ -153,6 +155,7 @@ class Run:
             "opt_d": self.opt_d.state_dict(),
             "rng": _rng_state(self.noise, self.device),
             "step": self.step,
+            "penalty": self.penalty,
             "log": self.log,
             "fid_log": self.fid_log,
             "epoch_samples": self.epoch_samples,
@@ -169,6 +172,7 @@ class Run:
         self.opt_d.load_state_dict(state["opt_d"])
         _restore_rng(state["rng"], self.noise, self.device)
         self.step, self.log, self.fid_log = state["step"], state["log"], state["fid_log"]
+        self.penalty.copy_(state["penalty"])  # in place: CUDA graphs hold its address
         self.epoch_samples = state["epoch_samples"]
         self.train_seconds, self.wall_seconds = state["train_seconds"], state["wall_seconds"]
 
@@ -203,6 +207,11 @@ class Steps:
     each is captured once as a CUDA graph and replayed: one launch per step instead of hundreds,
     which is what bounds a small GAN on a big GPU. On CPU the same functions run eagerly. Noise is
     drawn into the buffers outside the graphs, from the checkpointed generator `run.noise`.
+
+    With a lazy gradient penalty (models.<m>.gp_every = k > 1) the critic update has two variants,
+    with and without the penalty, chosen per step by `is_penalty_step`; on CUDA each is captured as
+    its own graph ("critic_gp", "critic"), each after its own eager warm-up, because a graph cannot
+    branch. The two-graph path is untested here: it was written on a machine without a GPU.
     """
 
     WARMUP_STEPS = 3  # eager steps before capture (lazy optimizer state, cuDNN autotuning)
@@ -212,6 +221,10 @@ class Steps:
         batch, nz = train_cfg["batch_size"], params["arch"]["nz"]
         self.run, self.images, self.loss = run, images, LOSSES[cfg["loss"]]
         self.smoothing, self.clip, self.gp_lambda = cfg["label_smoothing"], cfg["clip"], cfg["gp_lambda"]
+        self.gp_every = cfg["gp_every"]
+        # Lazy regularisation: one penalty every k steps at k times the weight keeps its average pull.
+        self.gp_weight = self.gp_lambda * self.gp_every
+        self.last_critic = "critic"  # the variant of the latest critic step, whose outputs are logged
         self.real_uint8 = torch.empty((batch, *images.shape[1:]), dtype=torch.uint8, device=device)
         self.z_critic = torch.empty(batch, nz, device=device)
         self.z_generator = torch.empty(batch, nz, device=device)
@@ -226,24 +239,30 @@ class Steps:
             device.type, dtype=torch.bfloat16, enabled=train_cfg["bf16"], cache_enabled=not self.use_graphs
         )
         self.graphs: dict[str, torch.cuda.CUDAGraph] = {}
-        self.eager_runs = {"critic": 0, "generator": 0}
+        self.eager_runs = {"critic": 0, "critic_gp": 0, "generator": 0}
         self.outputs: dict[str, tuple[torch.Tensor, ...]] = {}
 
     def critic_step(self, indices: torch.Tensor) -> None:
         torch.index_select(self.images, 0, indices, out=self.real_uint8)
         self.z_critic.normal_(generator=self.run.noise)
-        if self.gp_lambda > 0:
+        with_penalty = is_penalty_step(self.run.step, self.gp_lambda, self.gp_every)
+        if with_penalty:
+            # Drawn only on penalty steps, after z: with gp_every 1 the draws are the same as ever.
             self.alpha.uniform_(generator=self.run.noise)
-        self._execute("critic", self._critic_update)
+        self.last_critic = "critic_gp" if with_penalty else "critic"
+        self._execute(self.last_critic, lambda: self._critic_update(with_penalty))
 
     def generator_step(self) -> None:
         self.z_generator.normal_(generator=self.run.noise)
         self._execute("generator", self._generator_update)
 
     def read_losses(self) -> tuple[float, float, float, float | None, bool]:
-        """(loss_g, loss_d, Wasserstein estimate, gradient penalty or None, all finite so far)."""
-        (loss_g,), (loss_d, gap, penalty) = self.outputs["generator"], self.outputs["critic"]
-        values = torch.stack([loss_g, loss_d, gap, penalty, self.finite.float()]).tolist()
+        """(loss_g, loss_d, Wasserstein estimate, gradient penalty or None, all finite so far).
+
+        The penalty is the latest one computed (unweighted), see `_critic_update` for loss_d.
+        """
+        (loss_g,), (loss_d, gap) = self.outputs["generator"], self.outputs[self.last_critic]
+        values = torch.stack([loss_g, loss_d, gap, self.run.penalty, self.finite.float()]).tolist()
         return values[0], values[1], values[2], values[3] if self.gp_lambda > 0 else None, bool(values[4])
 
     def _execute(self, name: str, update: Any) -> None:
@@ -265,7 +284,7 @@ class Steps:
             self.graphs[name] = graph
         self.graphs[name].replay()
 
-    def _critic_update(self) -> tuple[torch.Tensor, ...]:
+    def _critic_update(self, with_penalty: bool) -> tuple[torch.Tensor, ...]:
         run = self.run
         real = self.real_uint8.float().div_(127.5).sub_(1.0)  # normalised per batch, on the device
         with self.autocast:
@@ -275,12 +294,11 @@ class Steps:
             scores = self.critic(torch.cat([real, fake.to(real.dtype)])).float()
             batch = real.shape[0]
             score_real, score_fake = scores[:batch], scores[batch:]
-            loss_d = self.loss.critic(score_real, score_fake, self.smoothing)
-            if self.gp_lambda > 0:
+            critic_loss = loss_d = self.loss.critic(score_real, score_fake, self.smoothing)
+            if with_penalty:
                 penalty = gradient_penalty(self.critic, real, fake, self.alpha).float()
-                loss_d = loss_d + self.gp_lambda * penalty
-            else:
-                penalty = torch.zeros((), device=real.device)
+                loss_d = critic_loss + self.gp_weight * penalty
+                run.penalty.copy_(penalty.detach())
         run.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         run.opt_d.step()
@@ -289,7 +307,12 @@ class Steps:
                 for param in run.critic.parameters():
                     param.clamp_(-self.clip, self.clip)
         self.finite &= torch.isfinite(loss_d)
-        return loss_d.detach(), (score_real.mean() - score_fake.mean()).detach(), penalty.detach()
+        # Logged loss_d with gp_every > 1: the penalty at its average per-step weight λ, with its latest
+        # value, so the curve has no spike every k steps and compares across gp_every. (With gp_every 1
+        # that is the loss minimised, as it always was.)
+        lazy = self.gp_every > 1
+        logged = critic_loss.detach() + self.gp_lambda * run.penalty if lazy else loss_d.detach()
+        return logged, (score_real.mean() - score_fake.mean()).detach()
 
     def _generator_update(self) -> tuple[torch.Tensor, ...]:
         run = self.run
@@ -307,12 +330,8 @@ class Steps:
 
 
 def _load_training_images(device: torch.device) -> tuple[torch.Tensor, dict[str, Any]]:
-    if not paths.PROCESSED_TRAIN.exists():
-        raise GanpipeError(f"{paths.PROCESSED_TRAIN}: not found; run `dvc repro preprocess` first")
-    info = json.loads(paths.PROCESSED_INFO.read_text())
-    with np.load(paths.PROCESSED_TRAIN) as arrays:
-        images = torch.from_numpy(arrays["images"]).to(device)
-    return images, info
+    images, _labels = read_split(paths.PROCESSED_TRAIN)
+    return torch.from_numpy(images).to(device), read_info()
 
 
 def _check_options(params: dict[str, Any], device: torch.device, n_images: int) -> None:
@@ -335,9 +354,10 @@ def _check_options(params: dict[str, Any], device: torch.device, n_images: int) 
         )
     if train["eval_every"] is not None:
         # FID during training reads the classifier and the reference statistics: fail before training.
-        for needed in (paths.CLASSIFIER_WEIGHTS, paths.REFERENCE_DIR):
+        needs = ((paths.CLASSIFIER_WEIGHTS, "classifier"), (paths.TRAIN_REFERENCE_DIR, "train_reference"))
+        for needed, stage in needs:
             if not needed.exists():
-                raise GanpipeError(f"train.eval_every needs {needed}; run `dvc repro reference` first")
+                raise run_first(needed, stage, "not found, and train.eval_every needs it")
     if train["batch_size"] > n_images:
         raise ParamsError(
             f"params.yaml: train.batch_size = {train['batch_size']} exceeds the {n_images} training "
@@ -446,7 +466,7 @@ def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, qui
         from ganpipe.score import domain_fid
 
         # A separate noise source, so evaluating never shifts the training draws.
-        noise = torch.Generator().manual_seed(params["seed"] + 3 + epoch)
+        noise = torch_generator(params["seed"], "train.eval_noise", epoch)
         count, nz = params["score"]["train_samples"], params["arch"]["nz"]
         generated = torch.cat(
             [

@@ -28,6 +28,7 @@ import yaml
 from ganpipe import paths
 from ganpipe.data import DATASETS, MedMNISTSource, download, preprocess, register_dataset
 from ganpipe.data.medmnist2d import flags_2d
+from ganpipe.data.transform import canonical_order
 from ganpipe.errors import GanpipeError
 from ganpipe.stage import run_stage
 
@@ -101,10 +102,13 @@ def test_registry_names_every_2d_medmnist_flag_and_the_extra_sources() -> None:
 
 
 def test_digits_end_to_end_is_deterministic() -> None:
-    train, test, info = run_stages(name="digits", size=28, channels=3)
-    assert train["images"].shape == (1437, 3, 28, 28) and test["images"].shape == (360, 3, 28, 28)
+    train, test, info = run_stages(name="digits", image_size=28, channels=3)
+    # digits publish no val split: 10% of the 1,437 derived training images, stratified, become val.
+    val = dict(np.load(paths.PROCESSED_VAL))
+    assert train["images"].shape == (1293, 3, 28, 28) and test["images"].shape == (360, 3, 28, 28)
+    assert val["images"].shape == (144, 3, 28, 28) and set(np.unique(val["labels"])) == set(range(10))
     assert train["images"].dtype == np.uint8 and train["labels"].dtype == np.int64
-    assert train["labels"].shape == (1437,) and set(np.unique(test["labels"])) == set(range(10))
+    assert train["labels"].shape == (1293,) and set(np.unique(test["labels"])) == set(range(10))
     assert train["images"].min() == 0 and train["images"].max() == 255
     # Grayscale data repeated to 3 channels.
     assert np.array_equal(train["images"][:, 0], train["images"][:, 2])
@@ -114,25 +118,30 @@ def test_digits_end_to_end_is_deterministic() -> None:
         "label_names": {str(d): str(d) for d in range(10)},
         "channels": 3,
         "size": 28,
-        "n_train": 1437,
+        "n_train": 1293,
+        "n_val": 144,
         "n_test": 360,
+        "val_split": "carved: stratified 10% of train, "
+        "sklearn.model_selection.train_test_split(random_state=0)",
+        "order": "canonical: each split sorted by blake2b(image bytes + label bytes)",
     }
     raw = manifest()
     assert raw["splits"] == {"train": 1437, "test": 360} and raw["split"].startswith("derived: stratified")
     assert sorted(p.name for p in paths.RAW_DIR.iterdir()) == ["digits.npz", "manifest.json"]
     assert paths.REAL_GRID.stat().st_size > 0
-    outputs = [paths.RAW_DIR / "digits.npz", paths.PROCESSED_TRAIN, paths.PROCESSED_TEST, paths.REAL_GRID]
+    outputs = [paths.RAW_DIR / "digits.npz", paths.PROCESSED_TRAIN, paths.PROCESSED_VAL]
+    outputs += [paths.PROCESSED_TEST, paths.REAL_GRID]
     first_run = [path.read_bytes() for path in outputs]
-    run_stages(name="digits", size=28, channels=3)
+    run_stages(name="digits", image_size=28, channels=3)
     assert [path.read_bytes() for path in outputs] == first_run
 
 
 def test_size_64_resizes_and_limit_takes_a_seeded_subset() -> None:
-    train, test, info = run_stages(name="digits", size=64, channels=1, limit=200)
+    train, test, info = run_stages(name="digits", image_size=64, channels=1, limit=200)
     assert train["images"].shape == (200, 1, 64, 64) and test["images"].shape == (200, 1, 64, 64)
     assert (info["size"], info["n_train"], info["n_test"]) == (64, 200, 200)
     assert len(np.unique(train["labels"])) == 10  # a random subset keeps every class
-    params = make_params(name="digits", size=64, channels=1, limit=200)
+    params = make_params(name="digits", image_size=64, channels=1, limit=200)
     preprocess(params)
     assert np.array_equal(np.load(paths.PROCESSED_TRAIN)["labels"], train["labels"])
     params["seed"] = 1
@@ -147,15 +156,20 @@ def test_channels_one_uses_itu_601_luminance_and_three_keeps_rgb(workdir: Path) 
     arrays["train_images"][0, 0, : len(pixels)] = pixels
     source = write_npz(workdir / "rgb.npz", arrays)
 
-    train, test, info = run_stages(name="local", source=str(source), size=28, channels=3)
-    assert np.array_equal(train["images"], arrays["train_images"].transpose(0, 3, 1, 2))
-    assert np.array_equal(test["labels"], arrays["test_labels"].reshape(-1))
+    # Processed splits are in canonical (content-hash) order, whatever the file's order.
+    train_order = canonical_order(arrays["train_images"], arrays["train_labels"])
+    test_order = canonical_order(arrays["test_images"], arrays["test_labels"])
+    first = int(np.flatnonzero(train_order == 0)[0])  # where the image with the known pixels went
+
+    train, test, info = run_stages(name="local", source=str(source), image_size=28, channels=3)
+    assert np.array_equal(train["images"], arrays["train_images"][train_order].transpose(0, 3, 1, 2))
+    assert np.array_equal(test["labels"], arrays["test_labels"][test_order].reshape(-1))
     assert info["n_classes"] == 3 and info["label_names"] == {"0": "0", "1": "1", "2": "2"}
 
-    train, _, _ = run_stages(name="local", source=str(source), size=28, channels=1)
+    train, _, _ = run_stages(name="local", source=str(source), image_size=28, channels=1)
     assert train["images"].shape == (40, 1, 28, 28)
-    assert train["images"][0, 0, 0, : len(pixels)].tolist() == expected_gray
-    rgb = arrays["train_images"].astype(np.int64)
+    assert train["images"][first, 0, 0, : len(pixels)].tolist() == expected_gray
+    rgb = arrays["train_images"][train_order].astype(np.int64)
     per_mille = 299 * rgb[..., 0] + 587 * rgb[..., 1] + 114 * rgb[..., 2]
     assert np.array_equal(train["images"][:, 0], (per_mille + 500) // 1000)
 
@@ -175,7 +189,7 @@ def test_multi_label_becomes_first_positive_label_or_an_extra_none_class(workdir
     source = write_npz(workdir / "multi.npz", arrays)
     train, _, info = run_stages(name="local", source=str(source))
     assert manifest()["task"] == "multi-label, binary-class"
-    labels = arrays["train_labels"]
+    labels = arrays["train_labels"][canonical_order(arrays["train_images"], arrays["train_labels"])]
     expected = np.where(labels.any(axis=1), labels.argmax(axis=1), 4)
     assert np.array_equal(train["labels"], expected)
     assert info["n_classes"] == 5 and info["label_names"]["4"] == "none"
@@ -185,8 +199,10 @@ def test_multi_label_becomes_first_positive_label_or_an_extra_none_class(workdir
 def test_shared_mnist_npz_as_local_data() -> None:
     _, test, info = run_stages(name="local", source=str(SHARED_NPZ), channels=1)
     with np.load(SHARED_NPZ) as original:
-        assert np.array_equal(test["images"][:, 0], original["test_images"])
-    assert (info["n_train"], info["n_test"], info["n_classes"]) == (8000, 1000, 10)
+        order = canonical_order(original["test_images"], original["test_labels"])
+        assert np.array_equal(test["images"][:, 0], original["test_images"][order])
+    assert (info["n_train"], info["n_val"], info["n_test"], info["n_classes"]) == (8000, 1000, 1000, 10)
+    assert info["val_split"] == "as published"
     assert manifest()["md5"] == "91e608727f9f49d5bf3e61f2c53aaee0"
 
 
@@ -196,8 +212,9 @@ def test_shared_mnist_idx_folder_is_verified_and_split() -> None:
     raw = manifest()
     assert set(raw["verified_md5s"]) == {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
     assert "t10k files only" in raw["split"]
-    assert (info["n_train"], info["n_test"]) == (8000, 2000)
-    all_labels = np.concatenate([train["labels"], test["labels"]])
+    assert (info["n_train"], info["n_val"], info["n_test"]) == (7200, 800, 2000)
+    val_labels = np.load(paths.PROCESSED_VAL)["labels"]
+    all_labels = np.concatenate([train["labels"], val_labels, test["labels"]])
     assert np.bincount(all_labels).tolist() == MNIST_T10K_CLASS_COUNTS
     assert np.bincount(test["labels"]).tolist() == pytest.approx(np.array(MNIST_T10K_CLASS_COUNTS) / 5, abs=1)
 
@@ -211,8 +228,12 @@ def test_idx_folder_with_both_splits_keeps_them_and_mnist_name_is_verified(workd
         write_idx(folder / f"{prefix}-labels-idx1-ubyte", arrays[f"{split}_labels"].reshape(-1))
     train, test, _ = run_stages(name="local", source=str(workdir / "idx"), channels=1)
     assert manifest()["split"] == "as published"
-    assert np.array_equal(train["images"][:, 0], arrays["train_images"])
-    assert np.array_equal(test["labels"], arrays["test_labels"].reshape(-1))
+    # No val split in an idx folder: 10% of train is carved out; together they are the train file.
+    kept = np.concatenate([train["images"], np.load(paths.PROCESSED_VAL)["images"]])[:, 0]
+    assert sorted(map(np.ndarray.tobytes, kept)) == sorted(map(np.ndarray.tobytes, arrays["train_images"]))
+    pairs = sorted(zip(map(np.ndarray.tobytes, test["images"][:, 0]), test["labels"].tolist()))
+    expected = zip(map(np.ndarray.tobytes, arrays["test_images"]), arrays["test_labels"].reshape(-1).tolist())
+    assert pairs == sorted(expected)
     with pytest.raises(GanpipeError, match=r"not the published MNIST file.*data.name=local"):
         download(make_params(name="mnist", source=str(workdir / "idx"))["data"])
 

@@ -50,7 +50,7 @@ CASES: list[tuple[str, Any, tuple[str, ...]]] = [
     ("fractional batch size", _add("train.batch_size", 1.5), ("train.batch_size = 1.5",)),
     ("unknown model", _add("model", "stylegan"), ("model = 'stylegan'", "wgan_gp")),
     ("unknown dataset", _add("data.name", "cifar10"), ("data.name = 'cifar10'", "pathmnist", "digits")),
-    ("unsupported size", _add("data.size", 32), ("data.size = 32", "28, 64, 128, 224")),
+    ("unsupported size", _add("data.image_size", 32), ("data.image_size = 32", "28, 64, 128, 224")),
     ("bad channel count", _add("data.channels", 2), ("data.channels = 2", "1, 3")),
     (
         "missing source file",

@@ -96,5 +96,5 @@ def test_sample_rows_reads_the_same_rows_as_a_full_load(tmp_path, save):
     subset = np.sort(np.random.default_rng(7).choice(50, 20, replace=False))
 
     np.testing.assert_array_equal(sample_rows(path, "images", 8), images[:8])
-    np.testing.assert_array_equal(sample_rows(path, "images", 20, seed=7), images[subset])
+    np.testing.assert_array_equal(sample_rows(path, "images", 20, np.random.default_rng(7)), images[subset])
     np.testing.assert_array_equal(sample_rows(path, "images", 64), images)  # fewer rows than asked

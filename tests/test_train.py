@@ -41,7 +41,7 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[int, int],
             cwd = os.getcwd()
             os.chdir(root)
             try:
-                params = tiny_params(data__channels=channels, data__size=size)
+                params = tiny_params(data__channels=channels, data__image_size=size)
                 download(params["data"])
                 preprocess(params)
             finally:
@@ -67,7 +67,7 @@ def test_every_model_trains(
         tiny_params(
             model=model,
             data__channels=channels,
-            data__size=size,
+            data__image_size=size,
             train__max_steps=6,
             train__tensorboard=model == "dcgan",
         )
@@ -193,7 +193,7 @@ def test_option_conflicts_are_refused(overrides: dict[str, Any], message: str) -
         ({"train__bf16": True}, "train.bf16 = true needs a CUDA device"),
         ({"train__compile": True}, "train.compile = true needs a CUDA device"),
         ({"train__batch_size": 1000}, "exceeds the 256 training images"),
-        ({"train__eval_every": 1}, "train.eval_every needs data/classifier/classifier.pt"),
+        ({"train__eval_every": 1}, "classifier.pt: not found, and train.eval_every needs it"),
     ],
 )
 def test_training_options_checked_before_training(

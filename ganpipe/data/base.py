@@ -113,7 +113,7 @@ def download(data_params: dict[str, Any]) -> None:
     Writes the npz and manifest.json (see the README's "Data" section for its keys). A failed
     download or a file that is not what it claims ends in one GanpipeError line.
     """
-    name, size, local_source = data_params["name"], data_params["size"], data_params["source"]
+    name, size, local_source = data_params["name"], data_params["image_size"], data_params["source"]
     source = DATASETS[name]
     raw_dir = paths.RAW_DIR
     raw_dir.mkdir(parents=True, exist_ok=True)

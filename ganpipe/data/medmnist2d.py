@@ -54,7 +54,7 @@ class MedMNISTSource(DatasetSource):
         """(url, md5, file name) of the published file at `size`."""
         suffix = "" if size == 28 else f"_{size}"
         if f"url{suffix}" not in self.info:
-            raise GanpipeError(f"{self.name} is not published at data.size={size}; use another size")
+            raise GanpipeError(f"{self.name} is not published at data.image_size={size}; use another size")
         url = self.info[f"url{suffix}"]
         return url, self.info[f"MD5{suffix}"], Path(urlparse(url).path).name
 
@@ -84,8 +84,8 @@ class MedMNISTSource(DatasetSource):
         actual = file_md5(source)
         if actual != md5:
             raise GanpipeError(
-                f"data.source={source} has md5 {actual}, but {self.name} at data.size={size} is {file} with "
-                f"md5 {md5}; point data.source at that file, fix data.size, or set data.name=local to use "
+                f"data.source={source} has md5 {actual}, but {self.name} at data.image_size={size} is {file} with "
+                f"md5 {md5}; point data.source at that file, fix data.image_size, or set data.name=local to use "
                 "the file as arbitrary data"
             )
         copy_file(source, raw_dir / file)

@@ -1,12 +1,20 @@
-"""Preprocess stage: the raw npz becomes uint8 (N, C, H, W) arrays at data.size and data.channels.
+"""Preprocess stage: the raw npz becomes uint8 (N, C, H, W) arrays at data.image_size and data.channels.
 
-Outputs (ganpipe.paths): train.npz and test.npz (`images` uint8 (N, C, H, W), `labels` int64 (N,)),
-info.json, and a grid of real training images. The raw train split feeds train.npz and the raw
-test split feeds test.npz; a published val split is not used. Every step is deterministic.
+Outputs (ganpipe.paths): train.npz, val.npz and test.npz (`images` uint8 (N, C, H, W), `labels`
+int64 (N,)), info.json, and a grid of real training images. The raw train and test splits feed
+train.npz and test.npz; val.npz is the published val split, or, where the source has none, a fixed
+stratified VAL_FRACTION of the raw train split (then left out of train.npz). Every step is
+deterministic.
+
+Each split is first put in a canonical order (sorted by a hash of each image and its label), so
+nothing downstream depends on how the source file happens to be ordered: a class-sorted file and a
+shuffled copy of it give byte-identical processed data, and so identical subsets, classifiers,
+GANs and scores.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -16,15 +24,20 @@ from tqdm import tqdm
 from ganpipe import paths
 from ganpipe.data.base import MULTI_LABEL
 from ganpipe.data.layout import load_split
-from ganpipe.errors import GanpipeError
+from ganpipe.errors import GanpipeError, run_first
 from ganpipe.images import save_grid
 from ganpipe.io import save_npz, write_json
 from ganpipe.stage import progress_disabled
+from ganpipe.streams import numpy_rng
 
 RESIZE_CHUNK = 1024  # images resized per torch call: bounds the float32 working memory
 LUMINANCE_PER_MILLE = (299, 587, 114)  # ITU-R BT.601 weights of R, G, B
 GRID_IMAGES, GRID_ROW = 64, 8
 NO_LABEL = "none"  # class name of multi-label images with no positive label
+# A val split for sources that publish none: a fixed share of train, the same for every experiment
+# seed (the split belongs to the dataset, not to the experiment).
+VAL_FRACTION = 0.1
+VAL_SPLIT_SEED = 0
 
 
 def resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -89,26 +102,57 @@ def flatten_labels(labels: np.ndarray, multi_label: bool) -> np.ndarray:
     return np.where(positive.any(axis=1), positive.argmax(axis=1), labels.shape[1]).astype(np.int64)
 
 
-def subset(count: int, limit: int | None, seed: int, stream: int) -> np.ndarray | slice:
-    """At most `limit` of `count` indices, drawn by a permutation seeded by (seed, stream).
+def canonical_order(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Indices that sort a split by a hash of each image's bytes and its label.
 
-    A uniform random subset keeps the class proportions roughly; sorting keeps file order.
+    The order is a function of the content alone, so every later step (subsets, the val split, data
+    order, reference images) is the same however the source file was ordered. Exact duplicates tie
+    and are interchangeable.
+    """
+    def key(image: np.ndarray, label: np.ndarray) -> int:
+        digest = hashlib.blake2b(image.tobytes() + label.tobytes(), digest_size=8).digest()
+        return int.from_bytes(digest, "little")
+
+    keys = np.fromiter(map(key, images, labels), dtype=np.uint64, count=len(images))
+    return np.argsort(keys, kind="stable")
+
+
+def subset(count: int, limit: int | None, seed: int, split: str) -> np.ndarray | slice:
+    """At most `limit` of `count` indices, drawn from the named stream of `split`.
+
+    A uniform random subset keeps the class proportions roughly; sorting keeps the canonical order.
     """
     if limit is None or count <= limit:
         return slice(None)
-    rng = np.random.default_rng([seed, stream])
+    rng = numpy_rng(seed, f"preprocess.subset.{split}")
     return np.sort(rng.permutation(count)[:limit])
+
+
+def carve_val(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, val indices): a fixed stratified VAL_FRACTION of a split that has no val.
+
+    Stratified when every class has at least two images; otherwise a plain random split.
+    """
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(len(labels))
+    classes = labels.reshape(len(labels), -1)[:, 0] if labels.ndim > 1 else labels
+    counts = np.unique(classes, return_counts=True)[1]
+    n_val = max(1, round(VAL_FRACTION * len(labels)))
+    stratify = classes if counts.min() >= 2 and n_val >= len(counts) else None
+    train_index, val_index = train_test_split(
+        indices, test_size=n_val, random_state=VAL_SPLIT_SEED, stratify=stratify
+    )
+    return np.sort(train_index), np.sort(val_index)
 
 
 def _read_manifest() -> dict[str, Any]:
     try:
         return json.loads(paths.RAW_MANIFEST.read_text())
     except FileNotFoundError:
-        raise GanpipeError(
-            f"{paths.RAW_MANIFEST}: not found; run the download stage first (dvc repro)"
-        ) from None
+        raise run_first(paths.RAW_MANIFEST, "download") from None
     except json.JSONDecodeError:
-        raise GanpipeError(f"{paths.RAW_MANIFEST}: not valid JSON; rerun the download stage") from None
+        raise run_first(paths.RAW_MANIFEST, "download", "not valid JSON") from None
 
 
 def class_names(manifest: dict[str, Any], multi_label: bool) -> dict[str, str]:
@@ -119,19 +163,37 @@ def class_names(manifest: dict[str, Any], multi_label: bool) -> dict[str, str]:
     return names
 
 
+def _raw_splits(raw_file: Any, manifest: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The raw train, val and test splits, each in canonical order; val carved from train if absent."""
+    splits = {}
+    for split in ("train", "test", "val"):
+        if split == "val" and not manifest["splits"].get("val"):
+            continue  # no published val split (or an empty one): carved from train below
+        images, labels = load_split(raw_file, split)
+        order = canonical_order(images, labels)
+        splits[split] = (images[order], labels[order])
+    if "val" not in splits:
+        images, labels = splits["train"]
+        if len(labels) < 2:
+            raise GanpipeError(f"{raw_file}: {len(labels)} training image(s); a val split needs at least 2")
+        train_index, val_index = carve_val(labels)
+        splits["train"] = (images[train_index], labels[train_index])
+        splits["val"] = (images[val_index], labels[val_index])
+    return splits
+
+
 def preprocess(params: dict[str, Any]) -> None:
-    """Preprocess stage: write paths.PROCESSED_TRAIN/TEST/INFO and paths.REAL_GRID from data/raw."""
+    """Preprocess stage: write the processed train/val/test splits, info.json and the real grid."""
     data, seed = params["data"], params["seed"]
     manifest = _read_manifest()
     raw_file = paths.RAW_DIR / manifest["file"]
     multi_label = manifest["task"] == MULTI_LABEL
     counts: dict[str, int] = {}
-    outputs = (("train", paths.PROCESSED_TRAIN), ("test", paths.PROCESSED_TEST))
-    for stream, (split, output) in enumerate(outputs):
-        images, labels = load_split(raw_file, split)
-        keep = subset(len(labels), data["limit"], seed, stream)
-        images = prepare_images(images[keep], data["channels"], data["size"])
-        save_npz(output, images=images, labels=flatten_labels(labels[keep], multi_label))
+    outputs = {"train": paths.PROCESSED_TRAIN, "val": paths.PROCESSED_VAL, "test": paths.PROCESSED_TEST}
+    for split, (images, labels) in _raw_splits(raw_file, manifest).items():
+        keep = subset(len(labels), data["limit"], seed, split)
+        images = prepare_images(images[keep], data["channels"], data["image_size"])
+        save_npz(outputs[split], images=images, labels=flatten_labels(labels[keep], multi_label))
         counts[split] = len(images)
         if split == "train":
             save_grid(paths.REAL_GRID, images[:GRID_IMAGES], nrow=GRID_ROW)
@@ -141,8 +203,14 @@ def preprocess(params: dict[str, Any]) -> None:
         "n_classes": len(names),
         "label_names": names,
         "channels": data["channels"],
-        "size": data["size"],
+        "size": data["image_size"],
         "n_train": counts["train"],
+        "n_val": counts["val"],
         "n_test": counts["test"],
+        "val_split": "as published" if manifest["splits"].get("val") else (
+            f"carved: stratified {VAL_FRACTION:.0%} of train, "
+            f"sklearn.model_selection.train_test_split(random_state={VAL_SPLIT_SEED})"
+        ),
+        "order": "canonical: each split sorted by blake2b(image bytes + label bytes)",
     }
     write_json(paths.PROCESSED_INFO, info)

@@ -1,0 +1,194 @@
+"""Results DVC can never get wrong: representative references, no invisible params, complete code deps,
+independent random streams (issue 11). The DVC behaviour itself (run cache on revisits, no retraining
+for a metric change, a new image side) is exercised by the end-to-end test in test_pipeline.py."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO, tiny_params
+from sklearn.datasets import load_digits
+
+from ganpipe import paths, score
+from ganpipe.classifier import train_and_evaluate
+from ganpipe.data import download, preprocess
+from ganpipe.deps import import_closure, missing_deps
+from ganpipe.io import save_npz
+from ganpipe.processed import class_quotas, read_split, stratified_subset
+from ganpipe.streams import STREAMS, numpy_rng, stream_seed
+
+# --- named random streams ------------------------------------------------------------------------------
+
+
+def test_no_two_random_streams_coincide() -> None:
+    """Over seeds 0-9 and epochs 0-100 (and the stream-wide key), every stream key has its own seed."""
+    keys = [(seed, name, epoch) for seed in range(10) for name in STREAMS for epoch in (None, *range(101))]
+    seeds = {stream_seed(*key) for key in keys}
+    assert len(seeds) == len(keys)
+    # ...and their first draws differ too (the generators really are different).
+    firsts = {int(numpy_rng(seed, name, epoch).integers(0, 2**62)) for seed, name, epoch in keys[:5000]}
+    assert len(firsts) == 5000
+
+
+def test_unknown_stream_names_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown random stream 'train\.nosie'"):
+        stream_seed(0, "train.nosie")
+
+
+# --- params the run cache can see ------------------------------------------------------------------------
+
+# DVC leaves params with these names out of its run-cache key (dvc issue 10296): a run with another
+# value would be restored from the cache of the old one.
+INVISIBLE_TO_RUN_CACHE = {"size", "nfiles"}
+
+
+def _keys(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [k for key, val in node.items() for k in [f"{prefix}{key}", *_keys(val, f"{prefix}{key}.")]]
+    if isinstance(node, list):
+        return [k for item in node for k in _keys(item, prefix)]
+    return []
+
+
+def test_no_params_key_is_invisible_to_the_run_cache() -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    bad = [key for key in _keys(params) if key.rsplit(".", 1)[-1] in INVISIBLE_TO_RUN_CACHE]
+    assert not bad, f"params.yaml keys DVC's run cache ignores: {bad}; rename them"
+    assert _keys({"data": {"size": 28}}) == ["data", "data.size"]  # the walk finds nested keys
+
+
+# --- code deps ----------------------------------------------------------------------------------------------
+
+
+def test_every_stage_depends_on_its_whole_import_closure() -> None:
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert missing_deps(dvc_yaml) == {}, "run `python -m ganpipe.deps --write`"
+    # The closure follows lazy imports: FID during training makes train import the scoring code.
+    assert {"ganpipe/score.py", "ganpipe/features.py", "ganpipe/io.py", "ganpipe/params.py"} <= set(
+        import_closure("stages/train.py")
+    )
+    assert "ganpipe/plots.py" not in import_closure("stages/train.py")  # a plot change never retrains
+
+
+def test_the_deps_check_catches_the_lists_it_replaced() -> None:
+    """The hand-kept lists of the first landing: score missed classifier.py, sample missed train.py,
+    no stage listed io.py or params.py. The check names each of them."""
+    before = {
+        "stages": {
+            "sample": {
+                "cmd": "python stages/sample.py",
+                "deps": ["stages/sample.py", "ganpipe/sample.py", "ganpipe/models.py", "ganpipe/images.py"],
+            },
+            "score": {
+                "cmd": "python stages/score.py",
+                "deps": ["stages/score.py", "ganpipe/features.py", "ganpipe/score.py", "data/samples"],
+            },
+        }
+    }
+    missing = missing_deps(before)
+    assert {"ganpipe/classifier.py", "ganpipe/io.py", "ganpipe/params.py"} <= set(missing["score"])
+    assert {"ganpipe/io.py", "ganpipe/params.py", "ganpipe/device.py"} <= set(missing["sample"])
+    covered = {"stages": {"score": {**before["stages"]["score"], "deps": ["stages/score.py", "ganpipe"]}}}
+    assert missing_deps(covered) == {}  # a folder dep covers every file under it
+
+
+# --- a representative reference ------------------------------------------------------------------------
+
+
+def test_class_quotas_match_the_split_within_one_image() -> None:
+    labels = np.repeat(np.arange(7), [1, 5, 50, 13, 200, 2, 29])
+    for count in (1, 7, 33, 100, 299, len(labels)):
+        quotas = class_quotas(labels, count)
+        assert quotas.sum() == count
+        assert np.all(np.abs(quotas - np.bincount(labels) * count / len(labels)) < 1)
+    chosen = stratified_subset(labels, 100, np.random.default_rng(0))
+    assert len(set(chosen.tolist())) == 100
+    assert np.array_equal(np.bincount(labels[chosen]), class_quotas(labels, 100))
+
+
+def _digits_source(path: Path, order: np.ndarray | None = None) -> Path:
+    """scikit-learn's digits as a local MedMNIST-layout npz, train split sorted by class (or `order`)."""
+    digits = load_digits()
+    images = (digits.images * (255 / 16)).round().astype(np.uint8)
+    labels = digits.target.astype(np.int64)
+    train = np.argsort(labels[:1500], kind="stable") if order is None else order
+    np.savez(
+        path,
+        train_images=images[:1500][train],
+        train_labels=labels[:1500][train],
+        test_images=images[1500:],
+        test_labels=labels[1500:],
+    )
+    return path
+
+
+def _pipeline_scores(root: Path, source: Path, samples: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    """download, preprocess, classifier and reference from `source`, then the scores of `samples`."""
+    root.mkdir()
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        params = tiny_params(
+            data__name="local", data__source=str(source), data__limit=None, data__channels=1,
+            classifier__epochs=1, score__num_real=300, sample__num_samples=len(samples),
+        )
+        download(params["data"])
+        preprocess(params)
+        train_and_evaluate(params)
+        meta = score.compute_reference(params)
+        save_npz(paths.SAMPLES, images=samples)
+        return meta, score.score_samples(params)
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def sorted_and_shuffled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("reference")
+    shuffled_order = np.random.default_rng(5).permutation(1500)
+    samples = np.random.default_rng(6).integers(0, 256, (200, 1, 28, 28), dtype=np.uint8)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CI", "1")
+        runs = {
+            name: _pipeline_scores(root / name, _digits_source(root / f"{name}.npz", order), samples)
+            for name, order in (("sorted", None), ("shuffled", shuffled_order))
+        }
+    return {"root": root, **runs}
+
+
+def test_reference_of_a_class_sorted_source_has_the_split_class_histogram(sorted_and_shuffled: dict) -> None:
+    meta, scores = sorted_and_shuffled["sorted"]
+    _images, labels = read_split(sorted_and_shuffled["root"] / "sorted" / paths.PROCESSED_TRAIN)
+    expected = np.bincount(labels) * meta["num_real"] / len(labels)
+    assert meta["num_real"] == 300 and len(np.unique(labels)) == 10
+    assert np.all(np.abs(np.array(meta["class_counts"]) - expected) <= 1), (meta["class_counts"], expected)
+    assert "stratified random" in meta["subset"] and "reference.subset" in meta["subset"]
+    # The noise floor: two disjoint real sets at the score's N, finite and recorded with its N.
+    assert (scores["noise_floor_num_real"], scores["noise_floor_num_generated"]) == (300, 200)
+    assert 0 <= scores["fid_noise_floor"] < scores["fid"]
+    assert np.isfinite(scores["kid_noise_floor"])
+
+
+def test_scores_do_not_depend_on_the_source_order(sorted_and_shuffled: dict) -> None:
+    root = sorted_and_shuffled["root"]
+    for output in (paths.PROCESSED_TRAIN, paths.PROCESSED_VAL, paths.PROCESSED_TEST):
+        assert (root / "sorted" / output).read_bytes() == (root / "shuffled" / output).read_bytes(), output
+    (_, sorted_scores), (_, shuffled_scores) = sorted_and_shuffled["sorted"], sorted_and_shuffled["shuffled"]
+    assert sorted_scores.keys() == shuffled_scores.keys()
+    for key, value in sorted_scores.items():
+        if isinstance(value, float):
+            assert shuffled_scores[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+        else:
+            assert shuffled_scores[key] == value, key
+
+
+def test_reference_metadata_is_valid_json(sorted_and_shuffled: dict) -> None:
+    meta = json.loads((sorted_and_shuffled["root"] / "sorted" / score.REFERENCE_META).read_text())
+    assert meta["noise_floor"]["rule"].startswith("the reference vs other training images")
+    assert meta["extractors"]["domain"]["fid_noise_floor"] >= 0

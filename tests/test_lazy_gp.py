@@ -1,0 +1,221 @@
+"""The lazy gradient penalty (models.<m>.gp_every): which steps, what weight, exact reruns and resume."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import REPO, set_params, tiny_params
+
+import ganpipe.train
+from ganpipe import paths
+from ganpipe.data import download, preprocess
+from ganpipe.errors import ParamsError
+from ganpipe.losses import LOSSES, register_loss, wasserstein_critic, wasserstein_generator
+from ganpipe.params import validate
+from ganpipe.streams import torch_generator
+from ganpipe.train import is_penalty_step, train
+
+TRAINED = ("generator.pt", "critic.pt", "generator_ema.pt", "epoch_samples.npz")
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Preprocessed 1-channel 28 px digits, made once through the data stage functions."""
+    root = tmp_path_factory.mktemp("digits_lazy_gp")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        params = tiny_params(data__channels=1)
+        download(params["data"])
+        preprocess(params)
+    finally:
+        os.chdir(cwd)
+    return root / paths.PROCESSED_DIR
+
+
+def _train_in(root: Path, processed_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+    shutil.copytree(processed_dir, root / paths.PROCESSED_DIR)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        return train(params)
+    finally:
+        os.chdir(cwd)
+
+
+def _losses(root: Path) -> list[dict[str, str]]:
+    header, *rows = (root / paths.LOSSES_TSV).read_text().splitlines()
+    return [dict(zip(header.split("\t"), row.split("\t"))) for row in rows]
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"), [(0, "an integer >= 1"), (-2, "an integer >= 1"), (2.5, "an integer >= 1"),
+                           (True, "an integer >= 1"), ("4", "an integer >= 1")]
+)
+def test_gp_every_must_be_a_positive_integer(value: Any, allowed: str) -> None:
+    with pytest.raises(ParamsError, match=f"models.wgan_gp.gp_every = .* expected {allowed}") as caught:
+        validate(set_params(tiny_params(), {"models.wgan_gp.gp_every": value}))
+    assert "\n" not in str(caught.value)
+
+
+def test_gp_every_without_a_penalty_is_refused() -> None:
+    # Checked for every entry, not only the selected model: params.yaml must be valid as a whole.
+    with pytest.raises(ParamsError, match=r"models\.lsgan\.gp_every = 4 with gp_lambda = 0\.0") as caught:
+        validate(set_params(tiny_params(model="wgan_gp"), {"models.lsgan.gp_every": 4}))
+    assert "\n" not in str(caught.value)
+    validate(set_params(tiny_params(), {"models.lsgan.gp_every": 1}))  # 1 is the plain loop: allowed
+
+
+def test_penalty_steps_are_a_pure_function_of_the_step() -> None:
+    assert [s for s in range(13) if is_penalty_step(s, 10.0, 4)] == [0, 4, 8, 12]
+    assert [s for s in range(5) if is_penalty_step(s, 10.0, 1)] == [0, 1, 2, 3, 4]
+    assert not any(is_penalty_step(s, 0.0, 1) for s in range(5))
+
+
+class _Probe(torch.autograd.Function):
+    """Identity whose backward records the gradient reaching the penalty: its weight in the loss."""
+
+    weights: ClassVar[list[float]] = []
+
+    @staticmethod
+    def forward(ctx: Any, penalty: torch.Tensor) -> torch.Tensor:
+        return penalty.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        _Probe.weights.append(grad.item())
+        return grad
+
+
+@pytest.mark.parametrize("gp_every", (1, 3, 4))
+def test_penalty_weight_is_lambda_k_on_every_kth_step(
+    gp_every: int, processed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    critic_steps: list[int] = []  # one entry per critic loss evaluated, i.e. per critic step
+    penalties: list[tuple[int, torch.Tensor]] = []  # (critic step, mixing weights) per penalty
+    original = ganpipe.train.gradient_penalty
+
+    def counting_critic(real: torch.Tensor, fake: torch.Tensor, smoothing: float) -> torch.Tensor:
+        critic_steps.append(len(critic_steps))
+        return wasserstein_critic(real, fake, smoothing)
+
+    def probed(critic: Any, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        penalties.append((len(critic_steps) - 1, alpha.clone()))
+        return _Probe.apply(original(critic, real, fake, alpha))
+
+    _Probe.weights = []
+    monkeypatch.setattr(ganpipe.train, "gradient_penalty", probed)
+    register_loss("counting", counting_critic, wasserstein_generator)
+    try:
+        params = tiny_params(model="counted", train__max_steps=14)
+        counted = {**params["models"]["wgan_gp"], "loss": "counting", "gp_every": gp_every}
+        params["models"]["counted"] = counted
+        params = validate(params)
+        _train_in(tmp_path, processed, params)
+    finally:
+        del LOSSES["counting"]
+
+    cfg, batch, nz = params["models"]["counted"], params["train"]["batch_size"], params["arch"]["nz"]
+    assert len(critic_steps) == 14
+    assert [step for step, _ in penalties] == list(range(0, 14, gp_every))
+    assert _Probe.weights == [cfg["gp_lambda"] * gp_every] * len(penalties)  # exact: λ·k, a float32 product
+
+    # The mixing weights come from the checkpointed noise stream, drawn only on penalty steps (after z).
+    noise = torch_generator(params["seed"], "train.noise")
+    expected = []
+    for step in range(14):
+        torch.empty(batch, nz).normal_(generator=noise)
+        if step % gp_every == 0:
+            expected.append(torch.empty(batch, 1, 1, 1).uniform_(generator=noise))
+        if (step + 1) % cfg["n_critic"] == 0:
+            torch.empty(batch, nz).normal_(generator=noise)  # the generator step's noise
+    assert len(expected) == len(penalties)
+    assert all(torch.equal(alpha, want) for (_, alpha), want in zip(penalties, expected))
+
+
+def test_losses_tsv_logs_the_latest_penalty(processed: Path, tmp_path: Path) -> None:
+    # n_critic 1: one log row per critic step, so every step's logged values can be checked.
+    params = tiny_params(model="wgan_gp", train__max_steps=12)
+    params["models"]["wgan_gp"].update(n_critic=1, gp_every=3)
+    metrics = _train_in(tmp_path, processed, validate(params))
+
+    rows = _losses(tmp_path)
+    assert [int(row["step"]) for row in rows] == list(range(1, 13))
+    gp = [float(row["gp"]) for row in rows]  # never empty: the step-0 penalty comes first
+    for previous, row, value in zip(gp, rows[1:], gp[1:]):
+        if not is_penalty_step(int(row["step"]) - 1, 10.0, 3):
+            assert value == previous  # held until the next penalty step
+    assert len(set(gp)) == 4  # steps 0, 3, 6, 9 computed one each
+    # loss_d is the critic loss plus λ·gp (the penalty at its average weight), on every row alike:
+    # the Wasserstein critic loss is -gap, so loss_d + wasserstein = λ·gp.
+    for row, value in zip(rows, gp):
+        assert float(row["loss_d"]) + float(row["wasserstein"]) == pytest.approx(10.0 * value, abs=1e-4)
+    assert metrics["gp"] == pytest.approx(np.mean(gp), rel=1e-4)
+
+
+def test_same_seed_gives_bit_identical_weights_with_lazy_penalty(processed: Path, tmp_path: Path) -> None:
+    params = tiny_params(model="wgan_gp")
+    params["models"]["wgan_gp"].update(gp_every=3, dropout_d=0.2, ema_decay=0.9)
+    params = validate(params)
+    _train_in(tmp_path / "a", processed, params)
+    _train_in(tmp_path / "b", processed, params)
+    first, second = tmp_path / "a", tmp_path / "b"
+    for name in TRAINED:
+        assert (first / paths.TRAIN_DIR / name).read_bytes() == (second / paths.TRAIN_DIR / name).read_bytes()
+    assert (first / paths.LOSSES_TSV).read_text() == (second / paths.LOSSES_TSV).read_text()
+
+    params["models"]["wgan_gp"]["gp_every"] = 1  # the setting does change what is trained
+    _train_in(tmp_path / "c", processed, params)
+    assert (first / paths.CRITIC).read_bytes() != (tmp_path / "c" / paths.CRITIC).read_bytes()
+
+
+def test_resume_after_kill_is_bit_identical_with_lazy_penalty(processed: Path, tmp_path: Path) -> None:
+    # checkpoint_every 4 against gp_every 3 and n_critic 5: checkpoints fall between penalty steps and
+    # inside a generator step's window, so the latest penalty must come back from the checkpoint.
+    params = tiny_params(
+        model="wgan_gp", arch__ngf=32, arch__ndf=32, train__epochs=4, train__checkpoint_every=4
+    )
+    params["models"]["wgan_gp"].update(gp_every=3, dropout_d=0.2, ema_decay=0.95)
+    env = dict(os.environ, PYTHONPATH=str(REPO), CI="1")
+    command = [sys.executable, str(REPO / "stages" / "train.py")]
+
+    def stage_dir(root: Path) -> Path:
+        shutil.copytree(processed, root / paths.PROCESSED_DIR)
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        return root
+
+    whole = stage_dir(tmp_path / "whole")
+    subprocess.run(command, cwd=whole, env=env, check=True, capture_output=True)
+
+    killed = stage_dir(tmp_path / "killed")
+    process = subprocess.Popen(
+        command, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    checkpoints = killed / params["train"]["checkpoint_dir"]
+    deadline = time.monotonic() + 120
+    while (
+        not list(checkpoints.rglob("checkpoint.pt"))
+        and process.poll() is None
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)  # kill -9: no handler, no cleanup
+    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / paths.TRAIN_METRICS).exists()
+
+    resumed = subprocess.run(command, cwd=killed, env=env, check=True, capture_output=True, text=True)
+    assert "resuming from" in resumed.stderr
+    for name in TRAINED:
+        assert (whole / paths.TRAIN_DIR / name).read_bytes() == (killed / paths.TRAIN_DIR / name).read_bytes()
+    assert (whole / paths.LOSSES_TSV).read_text() == (killed / paths.LOSSES_TSV).read_text()
