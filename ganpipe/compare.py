@@ -44,10 +44,11 @@ METRIC_COLUMNS = (
     ("precision", paths.SCORES, "precision"),
     ("recall", paths.SCORES, "recall"),
     ("coverage_classes", paths.SCORES, "coverage_classes"),
+    ("label_accuracy", paths.SCORES, "label_accuracy"),  # conditional models only (else –)
     ("num_generated", paths.SCORES, "num_generated"),
     ("wall_time_s", paths.TRAIN_METRICS, "wall_time_s"),
 )
-PARAM_COLUMNS = ("model", "loss", "lr_g", "lr_d", "n_critic", "epochs", "data", "seed")
+PARAM_COLUMNS = ("model", "loss", "conditional", "lr_g", "lr_d", "n_critic", "epochs", "data", "seed")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class Experiment:
             "rev": self.rev[:7] if self.rev != WORKSPACE else WORKSPACE,
             "model": model,
             "loss": model_settings.get("loss"),
+            # Params written before conditioning existed have no such key: those runs were unconditional.
+            "conditional": model_settings.get("conditional", "none"),
             "lr_g": model_settings.get("lr_g"),
             "lr_d": model_settings.get("lr_d"),
             "n_critic": model_settings.get("n_critic"),

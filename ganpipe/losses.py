@@ -129,12 +129,19 @@ register_loss("hinge", hinge_critic, hinge_generator)
 
 
 def gradient_penalty(
-    critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor
+    critic: torch.nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    alpha: torch.Tensor,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """WGAN-GP penalty: E[(||grad D(x_hat)||_2 - 1)^2], the norm per sample over all dimensions.
 
-    `alpha` (N, 1, 1, 1) holds the uniform mixing weights between each real and fake image.
+    `alpha` (N, 1, 1, 1) holds the uniform mixing weights between each real and fake image. A
+    conditional critic gets `labels` (N,): the fakes carry the real images' labels, so each
+    interpolate stays inside one class.
     """
     mixed = (alpha * real + (1 - alpha) * fake.to(real.dtype)).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    scores = critic(mixed) if labels is None else critic(mixed, labels)
+    (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()

@@ -3,6 +3,16 @@
 Sizes 28 and 224 start from 7×7 feature maps, 64 and 128 from 4×4; each transposed convolution
 doubles the side. At 28 px this is the original PathMNIST WGAN: a fully-connected layer reshaped
 into ngf·2 maps of 7×7, then two stride-2 transposed convolutions (nz 100, ngf = ndf = 64).
+
+Class conditioning (`models.<m>.conditional`) is an option of the same two nets:
+- the generator swaps each batch norm for conditional batch norm (StudioGAN's ConditionalBatchNorm2d:
+  batch norm without affine, then `(1 + gain[y]) * x + bias[y]` from per-class tables), the 28 px
+  fully connected entry included (the same per feature, over the BatchNorm1d);
+- `projection` adds `sum(embed(y) * sum-pooled features)` to the critic's score (Miyato & Koyama
+  2018; mimicry's cGAN-PD), so the critic still returns one scalar per image and every loss works;
+- `acgan` adds an auxiliary classifier head whose logits the loop reads with `aux=True`.
+With `conditional: none` both nets are exactly the unconditional ones: same modules, same
+parameters, same initialisation draws, same forward.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 MAX_WIDTH_MULT = 8  # caps channels at 8·ngf / 8·ndf for the deep 128/224 px nets
+CONDITIONAL_MODES = ("none", "projection", "acgan")
 
 
 def _plan(size: int) -> tuple[int, int]:
@@ -63,52 +74,128 @@ def _maybe_sn(layer: nn.Module, enabled: bool) -> nn.Module:
     return _spectral_norm(layer) if enabled else layer
 
 
-class Generator(nn.Module):
-    def __init__(self, nz: int, ngf: int, channels: int, size: int, spectral_norm: bool = False) -> None:
+class ConditionalBatchNorm(nn.Module):
+    """Batch norm without affine, then a per-class scale and shift: `(1 + gain[y]) * x + bias[y]`.
+
+    `dims` 1 wraps BatchNorm1d (the 28 px fully connected entry, per feature), 2 BatchNorm2d. The
+    tables are plain parameters read with index_select (no embedding module), so DCGAN init can
+    give the gain N(0, 0.02) — a scale of N(1, 0.02), as unconditional batch norm starts — and the
+    bias zeros. The tables get no spectral norm: it would bound the per-class scale, not a map.
+    """
+
+    def __init__(self, num_features: int, n_classes: int, dims: int) -> None:
         super().__init__()
+        self.norm = (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(num_features, affine=False)
+        self.gain = nn.Parameter(torch.zeros(n_classes, num_features))
+        self.bias = nn.Parameter(torch.zeros(n_classes, num_features))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        shape = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
+        gain = self.gain.index_select(0, y).view(shape)
+        bias = self.bias.index_select(0, y).view(shape)
+        return (1 + gain) * self.norm(x) + bias
+
+
+def _batch_norm(num_features: int, n_classes: int, dims: int) -> nn.Module:
+    """Today's batch norm without classes; conditional batch norm with them."""
+    if n_classes:
+        return ConditionalBatchNorm(num_features, n_classes, dims)
+    return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(num_features)
+
+
+def _forward_with_labels(layers: nn.Sequential, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """Run `layers` in order, handing the labels to the conditional batch norms."""
+    for layer in layers:
+        x = layer(x, y) if isinstance(layer, ConditionalBatchNorm) else layer(x)
+    return x
+
+
+def _check_conditional(conditional: str, n_classes: int) -> None:
+    if conditional not in CONDITIONAL_MODES:
+        raise ValueError(f"conditional must be one of {', '.join(CONDITIONAL_MODES)}, got {conditional!r}")
+    if conditional != "none" and n_classes < 1:
+        raise ValueError(f"conditional={conditional!r} needs n_classes >= 1, got {n_classes}")
+
+
+class Generator(nn.Module):
+    """DCGAN generator; with `conditional` other than "none", every batch norm is conditional on y."""
+
+    def __init__(
+        self,
+        nz: int,
+        ngf: int,
+        channels: int,
+        size: int,
+        spectral_norm: bool = False,
+        n_classes: int = 0,
+        conditional: str = "none",
+    ) -> None:
+        super().__init__()
+        _check_conditional(conditional, n_classes)
         self.config = {
             "nz": nz,
             "ngf": ngf,
             "channels": channels,
             "size": size,
             "spectral_norm": spectral_norm,
+            "n_classes": n_classes,
+            "conditional": conditional,
         }
+        self.conditional = conditional != "none"
+        classes = n_classes if self.conditional else 0  # 0: plain batch norm, today's generator
         base, steps = _plan(size)
         widths = _widths(ngf, steps)
         self.base, self.width0 = base, widths[0]
         self.project = nn.Sequential(
             _maybe_sn(nn.Linear(nz, widths[0] * base * base, bias=False), spectral_norm),
-            nn.BatchNorm1d(widths[0] * base * base),
+            _batch_norm(widths[0] * base * base, classes, dims=1),
             nn.ReLU(True),
         )
         layers: list[nn.Module] = []
         for index, (w_in, w_out) in enumerate(zip(widths, [*widths[1:], channels])):
             last = index == steps - 1
             layers.append(_maybe_sn(nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=last), spectral_norm))
-            layers += [nn.Tanh()] if last else [nn.BatchNorm2d(w_out), nn.ReLU(True)]
+            layers += [nn.Tanh()] if last else [_batch_norm(w_out, classes, dims=2), nn.ReLU(True)]
         self.body = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.project(z).view(z.shape[0], self.width0, self.base, self.base)
-        return self.body(x)
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Images from noise `z` (N, nz) and, for a conditional generator, class labels `y` (N,)."""
+        if not self.conditional:
+            x = self.project(z).view(z.shape[0], self.width0, self.base, self.base)
+            return self.body(x)
+        if y is None:
+            raise ValueError("a conditional generator needs class labels y")
+        x = _forward_with_labels(self.project, z, y).view(z.shape[0], self.width0, self.base, self.base)
+        return _forward_with_labels(self.body, x, y)
 
 
 class Critic(nn.Module):
     """DCGAN discriminator without batch norm, so the gradient penalty stays per sample.
 
-    Outputs one raw score per image; each loss decides how to read it.
+    Outputs one raw score per image; each loss decides how to read it. `projection` adds the
+    class projection to that score; `acgan` adds a classifier head, read with `aux=True`.
     """
 
     def __init__(
-        self, ndf: int, channels: int, size: int, spectral_norm: bool = False, dropout: float = 0.0
+        self,
+        ndf: int,
+        channels: int,
+        size: int,
+        spectral_norm: bool = False,
+        dropout: float = 0.0,
+        n_classes: int = 0,
+        conditional: str = "none",
     ) -> None:
         super().__init__()
+        _check_conditional(conditional, n_classes)
         self.config = {
             "ndf": ndf,
             "channels": channels,
             "size": size,
             "spectral_norm": spectral_norm,
             "dropout": dropout,
+            "n_classes": n_classes,
+            "conditional": conditional,
         }
         base, steps = _plan(size)
         widths = list(reversed(_widths(ndf, steps)))
@@ -119,32 +206,77 @@ class Critic(nn.Module):
                 layers.append(nn.Dropout(dropout))
         self.body = nn.Sequential(*layers)
         self.head = _maybe_sn(nn.Linear(widths[-1] * base * base, 1), spectral_norm)
+        # Built after the head, so the unconditional critic's init draws are unchanged.
+        self.embed = None  # projection: one vector per class, against the sum-pooled features
+        self.classifier = None  # acgan: class logits from the flattened features
+        if conditional == "projection":
+            self.embed = _maybe_sn(nn.Embedding(n_classes, widths[-1]), spectral_norm)
+        elif conditional == "acgan":
+            self.classifier = _maybe_sn(nn.Linear(widths[-1] * base * base, n_classes), spectral_norm)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x).flatten(1)).squeeze(1)
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, aux: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """One score per image; with `aux` (acgan only) also the class logits (N, n_classes).
+
+        `y` (N,) is needed by the projection critic and ignored otherwise.
+        """
+        features = self.body(x)
+        flat = features.flatten(1)
+        score = self.head(flat).squeeze(1)
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("a projection critic needs class labels y")
+            score = score + (self.embed(y) * features.sum(dim=(2, 3))).sum(dim=1)
+        if aux:
+            if self.classifier is None:
+                raise ValueError("aux=True needs an acgan critic")
+            return score, self.classifier(flat)
+        return score
+
+
+def _raw_weight(layer: nn.Module) -> torch.Tensor:
+    """The trainable weight: under spectral norm, the original the parametrization normalises."""
+    return layer.parametrizations.weight.original if hasattr(layer, "parametrizations") else layer.weight
 
 
 def init_dcgan_weights(module: nn.Module) -> None:
-    """DCGAN init (Radford et al. 2015): conv/linear weights N(0, 0.02), batch norm N(1, 0.02)."""
+    """DCGAN init (Radford et al. 2015): conv/linear weights N(0, 0.02), batch norm N(1, 0.02).
+
+    Conditional batch norm starts the same way: gain N(0, 0.02) (a scale of 1 + gain), bias 0;
+    the projection embedding is N(0, 0.02) like every other weight.
+    """
     for layer in module.modules():
         if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            weight = (
-                layer.parametrizations.weight.original if hasattr(layer, "parametrizations") else layer.weight
-            )
-            nn.init.normal_(weight, 0.0, 0.02)
+            nn.init.normal_(_raw_weight(layer), 0.0, 0.02)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
-        elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)) and layer.affine:
             nn.init.normal_(layer.weight, 1.0, 0.02)
             nn.init.zeros_(layer.bias)
+        elif isinstance(layer, ConditionalBatchNorm):
+            nn.init.normal_(layer.gain, 0.0, 0.02)
+            nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.Embedding):
+            nn.init.normal_(_raw_weight(layer), 0.0, 0.02)
 
 
 def build_models(
-    model_cfg: dict[str, Any], arch: dict[str, Any], channels: int, size: int
+    model_cfg: dict[str, Any], arch: dict[str, Any], channels: int, size: int, n_classes: int = 0
 ) -> tuple[Generator, Critic]:
-    """The generator and critic for one `models.<name>` entry, DCGAN-initialised."""
-    generator = Generator(arch["nz"], arch["ngf"], channels, size, model_cfg["spectral_norm_g"])
-    critic = Critic(arch["ndf"], channels, size, model_cfg["spectral_norm_d"], model_cfg["dropout_d"])
+    """The generator and critic for one `models.<name>` entry, DCGAN-initialised.
+
+    `n_classes` (the processed data's) is recorded in both configs; it shapes the nets only when
+    `model_cfg["conditional"]` is not "none".
+    """
+    conditional = model_cfg.get("conditional", "none")
+    generator = Generator(
+        arch["nz"], arch["ngf"], channels, size, model_cfg["spectral_norm_g"], n_classes, conditional
+    )
+    critic = Critic(
+        arch["ndf"], channels, size, model_cfg["spectral_norm_d"], model_cfg["dropout_d"],
+        n_classes, conditional,
+    )
     init_dcgan_weights(generator)
     init_dcgan_weights(critic)
     return generator, critic

@@ -118,6 +118,8 @@ MODEL_SCHEMA: dict[str, Check] = {
     "dropout_d": number(0, 1, high_open=True),
     "label_smoothing": number(0, 0.5),
     "ema_decay": optional(number(0, 1, low_open=True, high_open=True)),
+    "conditional": choice("none", "projection", "acgan"),  # class conditioning (ganpipe.models)
+    "acgan_weight": number(0),  # weight of the auxiliary classifier's cross-entropy (acgan only)
 }
 
 SCHEMA: dict[str, Any] = {
@@ -157,6 +159,7 @@ SCHEMA: dict[str, Any] = {
     "sample": {
         "num_samples": integer(16),
         "batch_size": integer(1, 65536),
+        "labels": choice("prior", "uniform"),  # conditioning labels: training class frequencies or balanced
     },
     "score": {
         "num_real": integer(16),
@@ -164,6 +167,13 @@ SCHEMA: dict[str, Any] = {
         "inception": boolean,
         "inception_weights": optional(readable_path),
         "batch_size": integer(1, 65536),
+    },
+    "export": {
+        "num_train": integer(1),
+        "num_val": integer(0),
+        "num_test": integer(1),
+        "labels": choice("prior", "uniform"),
+        "png": boolean,
     },
 }
 

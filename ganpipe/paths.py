@@ -23,7 +23,11 @@ CRITIC = TRAIN_DIR / "critic.pt"
 GENERATOR_EMA = TRAIN_DIR / "generator_ema.pt"
 EPOCH_SAMPLES = TRAIN_DIR / "epoch_samples.npz"  # images uint8 (E, 16, C, H, W), epochs int64 (E,)
 SAMPLES_DIR = DATA / "samples"  # sample: samples.npz (images uint8 (N, C, H, W))
-SAMPLES = SAMPLES_DIR / "samples.npz"
+SAMPLES = SAMPLES_DIR / "samples.npz"  # + labels int64 (N,) of a conditional generator
+EXPORT_DIR = DATA / "export"  # export: the labelled synthetic dataset
+EXPORT_NPZ = EXPORT_DIR / "synthetic.npz"  # MedMNIST layout: train/val/test images and labels
+EXPORT_MANIFEST = EXPORT_DIR / "manifest.json"  # what made it (or why nothing was exported)
+EXPORT_PNG = EXPORT_DIR / "png"  # export.png: <split>/<label>_<class name>/00001.png
 
 METRICS = Path("metrics")
 TRAIN_METRICS = METRICS / "train.json"

@@ -33,9 +33,11 @@ EPOCH_PROGRESSION_PNG = "epoch_progression.png"
 SAMPLES_VS_REAL_PNG = "samples_vs_real.png"
 FID_PNG = "fid.png"
 CLASS_HISTOGRAM_PNG = "class_histogram.png"
+CLASS_GRID_PNG = "class_grid.png"
 
 GRID_IMAGES = 64  # images in each of the generated and real grids (8 x 8)
 MAX_PROGRESSION_ROWS = 8  # epochs shown in the epoch comparison grid
+CLASS_GRID_COLUMNS = 10  # samples per class in the class grid
 GENERATOR_COLOR, CRITIC_COLOR = "tab:blue", "tab:red"
 
 
@@ -116,8 +118,18 @@ def plot_wasserstein(losses: pd.DataFrame, path: Path, model: str, loss: str, cl
     return path
 
 
-def plot_epoch_progression(images: np.ndarray, epochs: np.ndarray, path: Path, model: str) -> Path:
-    """The same fixed noise through training, one row per epoch: shows when and how samples form."""
+def _tile_centers(count: int, side: int, padding: int = 2) -> list[float]:
+    """x positions of the centres of `count` tiles in a make_grid row (for per-column labels)."""
+    return [padding + index * (side + padding) + side / 2 for index in range(count)]
+
+
+def plot_epoch_progression(
+    images: np.ndarray, epochs: np.ndarray, path: Path, model: str, column_names: list[str] | None = None
+) -> Path:
+    """The same fixed noise through training, one row per epoch: shows when and how samples form.
+
+    `column_names` (conditional runs: the fixed label of each column) are written above the top row.
+    """
     chosen = choose_epochs(len(epochs))
     rows = [make_grid(images[index], nrow=images.shape[1]) for index in chosen]
     row_height, row_width = rows[0].shape[:2]
@@ -128,7 +140,14 @@ def plot_epoch_progression(images: np.ndarray, epochs: np.ndarray, path: Path, m
     for ax, index, row in zip(axes, chosen, rows, strict=True):
         _show_grid(ax, row)
         ax.set_ylabel(f"epoch {int(epochs[index])}", rotation=0, ha="right", va="center", fontsize=12)
-    figure.suptitle(f"Fixed-noise samples by epoch ({model})", fontsize=14)
+    title = f"Fixed-noise samples by epoch ({model})"
+    if column_names is not None:
+        axes[0].xaxis.tick_top()
+        centers = _tile_centers(len(column_names), images.shape[-1])
+        rotation = 90 if max(map(len, column_names)) > 3 else 0  # long class names stand upright
+        axes[0].set_xticks(centers, column_names, rotation=rotation, fontsize=8)
+        title = f"Fixed noise and fixed labels (above each column) by epoch ({model})"
+    figure.suptitle(title, fontsize=14)
     save_figure(path, figure)
     return path
 
@@ -144,6 +163,26 @@ def plot_samples_vs_real(
         _show_grid(ax, make_grid(images, nrow=8))
         ax.set_title(f"{title}, {len(images)} images", fontsize=13)
     figure.suptitle("Final samples vs real data", fontsize=15)
+    save_figure(path, figure)
+    return path
+
+
+def plot_class_grid(
+    images_by_class: list[np.ndarray], names: list[str], path: Path, model: str, columns: int
+) -> Path:
+    """One row per class: final samples generated for that class label, named on the left. A wrong
+    digit in a row, or rows that look alike, show that conditioning failed at a glance."""
+    shape = next(images.shape[1:] for images in images_by_class if len(images))
+    channels, side = shape[0], shape[-1]
+    width = 1.1 * columns + 2.5
+    figure = Figure(figsize=(width, 1.1 * len(names) + 0.8), layout="constrained")
+    axes = figure.subplots(len(names), 1, squeeze=False)[:, 0]
+    blank = np.full((1, channels, side, side), 255, np.uint8)
+    for ax, images, name in zip(axes, images_by_class, names, strict=True):
+        row = images if len(images) else blank  # a class with no samples: a white tile, named
+        _show_grid(ax, make_grid(row, nrow=columns))
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=11)
+    figure.suptitle(f"Final samples by conditioning label ({model})", fontsize=13)
     save_figure(path, figure)
     return path
 
@@ -189,10 +228,16 @@ def plot_class_histogram(
     return path
 
 
-def sample_rows(path: Path, key: str, count: int, rng: np.random.Generator | None = None) -> np.ndarray:
-    """`count` rows of the array `key` in an .npz: the first ones, or (with `rng`) a random, sorted
-    subset. Only those rows are read, because a 224 px training set is many GB while a figure
-    needs 64 images."""
+def sample_rows(
+    path: Path,
+    key: str,
+    count: int,
+    rng: np.random.Generator | None = None,
+    indices: np.ndarray | None = None,
+) -> np.ndarray:
+    """`count` rows of the array `key` in an .npz: the first ones, (with `rng`) a random, sorted
+    subset, or the rows `indices` in their order. Only those rows are read, because a 224 px
+    training set is many GB while a figure needs 64 images."""
     _require(path)
     with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as member:
         version = npy_format.read_magic(member)
@@ -205,6 +250,9 @@ def sample_rows(path: Path, key: str, count: int, rng: np.random.Generator | Non
         rows = np.arange(count)
         if rng is not None:
             rows = np.sort(rng.choice(total, count, replace=False))
+        if indices is not None:
+            rows = np.asarray(indices, dtype=np.int64)
+            count = len(rows)
         row_bytes = dtype.itemsize * int(np.prod(row_shape))
         start = member.tell()
         chosen = np.empty((count, *row_shape), dtype)
@@ -220,17 +268,33 @@ def _load_npz(path: Path, *keys: str) -> list[np.ndarray]:
         return [archive[key] for key in keys]
 
 
+def _npz_member(path: Path, key: str) -> np.ndarray | None:
+    """A small array of an .npz (labels), or None when the file has no such member."""
+    _require(path)
+    with np.load(path) as archive:
+        return archive[key] if key in archive.files else None
+
+
+def _class_names(info: dict[str, Any], labels: Any) -> list[str]:
+    names = info.get("label_names", {})
+    return [names.get(str(int(label)), str(int(label))) for label in labels]
+
+
 def draw_all(params: dict[str, Any]) -> list[Path]:
     """Draw every figure whose data exists; return the written paths.
 
-    The FID and class histogram figures are optional, because their data is: an optional figure
-    whose data is gone is deleted, so the folder never shows a figure from an older run.
+    The FID, class histogram and class grid (conditional models) figures are optional, because
+    their data is: an optional figure whose data is gone is deleted, so the folder never shows a
+    figure from an older run.
     """
     figures_dir = paths.FIGURES
     model, dataset = params["model"], params["data"]["name"]
     config = model_config(params)
     losses = read_tsv(paths.LOSSES_TSV)
     epoch_images, epochs = _load_npz(paths.EPOCH_SAMPLES, "images", "epochs")
+    info = json.loads(paths.PROCESSED_INFO.read_text()) if paths.PROCESSED_INFO.exists() else {}
+    fixed_labels = _npz_member(paths.EPOCH_SAMPLES, "labels")  # conditional runs only
+    column_names = None if fixed_labels is None else _class_names(info, fixed_labels)
     generated = sample_rows(paths.SAMPLES, "images", GRID_IMAGES)
     # A fixed random subset shows the class mix rather than the file's first rows, and is the same in
     # every experiment on the same data, so real grids compare across experiments.
@@ -239,17 +303,26 @@ def draw_all(params: dict[str, Any]) -> list[Path]:
     written = [
         plot_losses(losses, figures_dir / LOSSES_PNG, model),
         plot_wasserstein(losses, figures_dir / WASSERSTEIN_PNG, model, config["loss"], config["clip"]),
-        plot_epoch_progression(epoch_images, epochs, figures_dir / EPOCH_PROGRESSION_PNG, model),
+        plot_epoch_progression(
+            epoch_images, epochs, figures_dir / EPOCH_PROGRESSION_PNG, model, column_names
+        ),
         plot_samples_vs_real(generated, real, figures_dir / SAMPLES_VS_REAL_PNG, model, dataset),
     ]
+    sample_labels = _npz_member(paths.SAMPLES, "labels")
+    if sample_labels is not None:  # a conditional model: one row of samples per class
+        n_classes = info.get("n_classes", int(sample_labels.max(initial=0)) + 1)
+        rows = [np.flatnonzero(sample_labels == label)[:CLASS_GRID_COLUMNS] for label in range(n_classes)]
+        chosen = sample_rows(paths.SAMPLES, "images", 0, indices=np.concatenate(rows))
+        by_class = np.split(chosen, np.cumsum([len(row) for row in rows])[:-1])
+        written.append(plot_class_grid(by_class, _class_names(info, range(n_classes)),
+                                       figures_dir / CLASS_GRID_PNG, model, CLASS_GRID_COLUMNS))
     fid = read_tsv(paths.FID_TSV) if paths.FID_TSV.exists() else pd.DataFrame()
     if len(fid):
         written.append(plot_fid(fid, figures_dir / FID_PNG, model))
     if paths.CLASS_HISTOGRAM_TSV.exists():
-        info = json.loads(paths.PROCESSED_INFO.read_text()) if paths.PROCESSED_INFO.exists() else {}
         written.append(plot_class_histogram(read_tsv(paths.CLASS_HISTOGRAM_TSV), info.get("label_names", {}),
                                             figures_dir / CLASS_HISTOGRAM_PNG, model))
-    for optional in (FID_PNG, CLASS_HISTOGRAM_PNG):
+    for optional in (FID_PNG, CLASS_HISTOGRAM_PNG, CLASS_GRID_PNG):
         if figures_dir / optional not in written:
             (figures_dir / optional).unlink(missing_ok=True)
     return written

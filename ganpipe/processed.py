@@ -52,6 +52,20 @@ def read_split(path: str | os.PathLike[str] = paths.PROCESSED_TRAIN) -> tuple[np
     return images, labels
 
 
+def read_labels(path: str | os.PathLike[str] = paths.PROCESSED_TRAIN) -> np.ndarray:
+    """Only the int64 labels (N,) of a processed split: an npz member is read on its own, so the
+    class prior of a 224 px split costs no image I/O."""
+    try:
+        with np.load(path) as data:
+            return data["labels"].astype(np.int64).reshape(-1)
+    except FileNotFoundError:
+        raise run_first(path, PREPROCESS) from None
+    except KeyError as exc:
+        raise run_first(path, PREPROCESS, f"missing array {exc}") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        raise run_first(path, PREPROCESS, "not a readable .npz") from None
+
+
 def read_info() -> dict[str, Any]:
     """The processed dataset's info.json (name, n_classes, channels, image_size, counts, label_names)."""
     try:

@@ -261,11 +261,21 @@ def _fid_between(features_1: np.ndarray, features_2: np.ndarray) -> float:
 
 
 def class_metrics(
-    gen_features: np.ndarray, gen_predicted: np.ndarray, reference: dict[str, np.ndarray], n_classes: int
+    gen_features: np.ndarray,
+    gen_predicted: np.ndarray,
+    reference: dict[str, np.ndarray],
+    n_classes: int,
+    gen_conditioning: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Coverage, KL and intra-class FID: generated images labelled by the classifier, real ones by
-    their true labels (the classifier's test accuracy, in metrics/classifier.json, bounds the
-    mislabelling on the generated side). Returns the metrics and the real and generated class fractions.
+    """Coverage, KL, label accuracy and per-class FID / precision / recall.
+
+    Real images are labelled by their true labels. Coverage and KL label the generated images by the
+    classifier (its test accuracy, in metrics/classifier.json, bounds the mislabelling). The per-class
+    metrics split the generated images by their conditioning labels when there are some
+    (`gen_conditioning`, a conditional model: intra-FID as in the conditional-GAN literature), else
+    by the classifier's (`class_labels` says which). `label_accuracy` is the classifier's accuracy
+    on generated images against their conditioning labels (StudioGAN's GAN-test); null without them.
+    Returns the metrics and the real and generated class fractions.
     """
     real_labels = reference["labels"]
     real_hist = np.bincount(real_labels, minlength=n_classes)[:n_classes] / len(real_labels)
@@ -278,17 +288,37 @@ def class_metrics(
         "coverage_classes": int(covered.sum()),
         "coverage_kl": float(np.sum(p * np.log(p / q))),
         "intra_fid_min_samples": MIN_INTRA_SAMPLES,
+        "class_labels": "predicted" if gen_conditioning is None else "conditioning",
+        "label_accuracy": None,
     }
-    intra = []
+    gen_labels = gen_predicted
+    if gen_conditioning is not None:
+        gen_labels = gen_conditioning
+        out["label_accuracy"] = float(np.mean(gen_predicted == gen_conditioning))
+    per_class: dict[str, list[float]] = {"intra_fid": [], "precision": [], "recall": []}
     for label in range(n_classes):
-        gen_k = gen_features[gen_predicted == label]
+        gen_k = gen_features[gen_labels == label]
         real_k = reference["features"][real_labels == label]
-        value = None
+        values: dict[str, float | None] = dict.fromkeys(per_class)
         if min(len(gen_k), len(real_k)) >= MIN_INTRA_SAMPLES:
-            value = _fid_between(gen_k, real_k)
-            intra.append(value)
-        out[f"intra_fid_{label}"] = value
-    out["intra_fid_mean"] = float(np.mean(intra)) if intra else None
+            values["intra_fid"] = _fid_between(gen_k, real_k)
+            prc = prc_features_to_metric(
+                torch.from_numpy(gen_k),
+                torch.from_numpy(real_k),
+                prc_neighborhood=PRC_NEIGHBORHOOD,
+                prc_batch_size=PRC_BATCH_SIZE,
+                save_cpu_ram=True,
+                verbose=False,
+            )
+            values["precision"], values["recall"] = prc[KEY_METRIC_PRECISION], prc[KEY_METRIC_RECALL]
+        for name, value in values.items():
+            out[f"{name}_{label}"] = value
+            if value is not None:
+                per_class[name].append(value)
+    for name, collected in per_class.items():
+        out[f"{name}_mean" if name == "intra_fid" else f"class_{name}_mean"] = (
+            float(np.mean(collected)) if collected else None
+        )
     return out, real_hist, gen_hist
 
 
@@ -300,6 +330,15 @@ def load_samples() -> np.ndarray:
         raise run_first(paths.SAMPLES, "sample") from None
     check_images(images, str(paths.SAMPLES))
     return images
+
+
+def load_sample_labels(count: int) -> np.ndarray | None:
+    """The conditioning labels (N,) of a conditional generator's samples; None for an unconditional one."""
+    with np.load(paths.SAMPLES) as data:
+        labels = data["labels"].astype(np.int64) if "labels" in data.files else None
+    if labels is not None and labels.shape != (count,):
+        raise run_first(paths.SAMPLES, "sample", f"holds {count} images but labels of shape {labels.shape}")
+    return labels
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -373,7 +412,9 @@ def score_samples(params: dict[str, Any]) -> dict[str, Any]:
         if extractor.key == "domain":
             predicted = generated[extractor.logits_layer].argmax(dim=1).numpy()
             features = generated[extractor.feature_layer].numpy()
-            per_class, real_hist, gen_hist = class_metrics(features, predicted, reference, info["n_classes"])
+            per_class, real_hist, gen_hist = class_metrics(
+                features, predicted, reference, info["n_classes"], load_sample_labels(len(images))
+            )
             scores.update(per_class)
             write_text(paths.CLASS_HISTOGRAM_TSV, _histogram_tsv(real_hist, gen_hist))
     scores = {key: _finite_or_none(value) for key, value in scores.items()}

@@ -23,6 +23,8 @@ STREAMS = (
     "preprocess.subset.test",  # data.limit subset of the test split
     "classifier.weights",  # domain classifier: initial weights (global torch RNG)
     "classifier.order",  # domain classifier: batch order per epoch
+    "classifier.augment",  # domain classifier: random shifts of the training batches, per epoch
+    "classifier.dropout",  # domain classifier: dropout masks (global torch RNG, seeded after init)
     "reference.subset",  # real images of the scoring reference
     "reference.floor",  # the disjoint real set of the noise floor
     "train_reference.subset",  # real images of the FID-during-training reference
@@ -32,6 +34,10 @@ STREAMS = (
     "train.fixed_noise",  # the 16 fixed-noise samples of the epoch-progression grid
     "train.eval_noise",  # FID-during-training samples, per epoch
     "sample.noise",  # the scored samples
+    "sample.labels",  # conditioning labels of the scored samples (conditional models)
+    "train.eval_labels",  # conditioning labels of the FID-during-training samples, per epoch
+    "export.noise",  # the exported synthetic dataset's images
+    "export.labels",  # the exported synthetic dataset's labels
     "plots.real_grid",  # the real images beside the final samples
 )
 

@@ -26,14 +26,17 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from ganpipe import paths
+from ganpipe.checkpoint import load_checkpoint, prepare_checkpoint_dir
 from ganpipe.deps import code_digest
 from ganpipe.device import resolve_device
 from ganpipe.errors import GanpipeError, ParamsError, run_first
-from ganpipe.io import file_md5, load_torch, save_npz, save_torch, write_json, write_text
+from ganpipe.io import file_md5, save_npz, save_torch, write_json, write_text
+from ganpipe.labels import check_conditional_data, class_prior, draw_labels, is_conditional
 from ganpipe.losses import LOSSES, gradient_penalty
 from ganpipe.models import build_models, to_uint8
 from ganpipe.params import model_config
@@ -121,12 +124,23 @@ def is_penalty_step(step: int, gp_lambda: float, gp_every: int) -> bool:
 class Run:
     """Everything one training run holds; `state_dict()` is exactly what a checkpoint stores."""
 
-    def __init__(self, params: dict[str, Any], device: torch.device, channels: int, size: int) -> None:
+    def __init__(
+        self,
+        params: dict[str, Any],
+        device: torch.device,
+        channels: int,
+        size: int,
+        prior: torch.Tensor | None = None,
+    ) -> None:
         self.cfg = model_config(params)
         self.device = device
         seed = params["seed"]
+        # The training split's class frequencies (n_classes,): conditional runs draw labels from it.
+        self.class_prior = prior if prior is not None else torch.ones(1, dtype=torch.float64)
+        n_classes = len(self.class_prior)
+        self.conditional = is_conditional(self.cfg)
         seed_globals(seed, "train.weights")  # weight init and dropout draw from the global RNGs
-        generator, critic = build_models(self.cfg, params["arch"], channels, size)
+        generator, critic = build_models(self.cfg, params["arch"], channels, size, n_classes)
         self.generator, self.critic = generator.to(device), critic.to(device)
         self.ema = copy.deepcopy(self.generator).eval() if self.cfg["ema_decay"] else None
         capturable = device.type == "cuda" and params["train"]["cuda_graphs"]
@@ -136,6 +150,10 @@ class Run:
         self.fixed_noise = torch.randn(
             FIXED_NOISE_COUNT, params["arch"]["nz"], generator=torch_generator(seed, "train.fixed_noise")
         ).to(device)
+        # Fixed labels beside the fixed noise: column k of the progression grid is class k mod n_classes.
+        self.fixed_labels = (
+            (torch.arange(FIXED_NOISE_COUNT) % n_classes).to(device) if self.conditional else None
+        )
         self.step = 0  # critic steps done; the data position is derived from it
         # The latest gradient penalty (unweighted), logged until the next penalty step; checkpointed
         # because with models.<m>.gp_every > 1 it may come from a step before the checkpoint.
@@ -190,12 +208,13 @@ class Run:
             ema_buffer.copy_(buffer)
 
     @torch.no_grad()
-    def generate(self, noise: torch.Tensor) -> torch.Tensor:
-        """uint8 images from the sampling generator in eval mode (batch norm running stats)."""
+    def generate(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 images from the sampling generator in eval mode (batch norm running stats);
+        `labels` (on the device) condition a conditional generator."""
         model = self.sampler
         was_training = model.training
         model.eval()
-        images = to_uint8(model(noise)).cpu()
+        images = to_uint8(model(noise) if labels is None else model(noise, labels)).cpu()
         model.train(was_training)
         return images
 
@@ -216,7 +235,9 @@ class Steps:
 
     WARMUP_STEPS = 3  # eager steps before capture (lazy optimizer state, cuDNN autotuning)
 
-    def __init__(self, run: Run, params: dict[str, Any], images: torch.Tensor) -> None:
+    def __init__(
+        self, run: Run, params: dict[str, Any], images: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> None:
         cfg, train_cfg, device = run.cfg, params["train"], run.device
         batch, nz = train_cfg["batch_size"], params["arch"]["nz"]
         self.run, self.images, self.loss = run, images, LOSSES[cfg["loss"]]
@@ -230,6 +251,18 @@ class Steps:
         self.z_generator = torch.empty(batch, nz, device=device)
         self.alpha = torch.empty(batch, 1, 1, 1, device=device)
         self.finite = torch.ones((), dtype=torch.bool, device=device)
+        # Class conditioning: labels are fixed device buffers like the noise. Critic steps give the
+        # fakes the real batch's labels (gradient-penalty interpolates stay inside one class);
+        # generator steps draw labels from the class prior into `gen_labels`, with run.noise.
+        self.conditional, self.acgan = run.conditional, cfg.get("conditional") == "acgan"
+        self.acgan_weight = cfg.get("acgan_weight", 0.0)
+        if self.conditional:
+            if labels is None:
+                raise ValueError("a conditional model needs the training labels")
+            self.labels = labels
+            self.prior = run.class_prior.to(device=device, dtype=torch.float32)
+            self.real_labels = torch.zeros(batch, dtype=torch.int64, device=device)
+            self.gen_labels = torch.zeros(batch, dtype=torch.int64, device=device)
         self.generator, self.critic = run.generator, run.critic
         if train_cfg["compile"]:
             self.generator, self.critic = torch.compile(run.generator), torch.compile(run.critic)
@@ -244,6 +277,8 @@ class Steps:
 
     def critic_step(self, indices: torch.Tensor) -> None:
         torch.index_select(self.images, 0, indices, out=self.real_uint8)
+        if self.conditional:
+            torch.index_select(self.labels, 0, indices, out=self.real_labels)
         self.z_critic.normal_(generator=self.run.noise)
         with_penalty = is_penalty_step(self.run.step, self.gp_lambda, self.gp_every)
         if with_penalty:
@@ -254,6 +289,11 @@ class Steps:
 
     def generator_step(self) -> None:
         self.z_generator.normal_(generator=self.run.noise)
+        if self.conditional:
+            # On the device, into the fixed buffer: no host sync, and the graphs read the same address.
+            torch.multinomial(
+                self.prior, len(self.gen_labels), True, generator=self.run.noise, out=self.gen_labels
+            )
         self._execute("generator", self._generator_update)
 
     def read_losses(self) -> tuple[float, float, float, float | None, bool]:
@@ -288,15 +328,27 @@ class Steps:
         run = self.run
         real = self.real_uint8.float().div_(127.5).sub_(1.0)  # normalised per batch, on the device
         with self.autocast:
+            labels = (self.real_labels,) if self.conditional else ()
             with torch.no_grad():  # the fakes need no generator graph in a critic step
-                fake = self.generator(self.z_critic)
+                fake = self.generator(self.z_critic, *labels)
             # Real and fake in one batch: the critic has no batch norm, so this is the same function.
-            scores = self.critic(torch.cat([real, fake.to(real.dtype)])).float()
+            both = torch.cat([real, fake.to(real.dtype)])
             batch = real.shape[0]
+            if not self.conditional:
+                scores = self.critic(both).float()
+            elif self.acgan:
+                scores, logits = self.critic(both, self.real_labels.repeat(2), aux=True)
+                scores = scores.float()
+            else:
+                scores = self.critic(both, self.real_labels.repeat(2)).float()
             score_real, score_fake = scores[:batch], scores[batch:]
             critic_loss = loss_d = self.loss.critic(score_real, score_fake, self.smoothing)
+            if self.acgan:
+                # ACGAN: the critic also classifies the real images (its logits on fakes are unused).
+                aux = F.cross_entropy(logits[:batch].float(), self.real_labels)
+                critic_loss = loss_d = critic_loss + self.acgan_weight * aux
             if with_penalty:
-                penalty = gradient_penalty(self.critic, real, fake, self.alpha).float()
+                penalty = gradient_penalty(self.critic, real, fake, self.alpha, *labels).float()
                 loss_d = critic_loss + self.gp_weight * penalty
                 run.penalty.copy_(penalty.detach())
         run.opt_d.zero_grad(set_to_none=True)
@@ -318,7 +370,16 @@ class Steps:
         run = self.run
         run.critic.requires_grad_(False)  # the generator step needs no critic weight gradients
         with self.autocast:
-            loss_g = self.loss.generator(self.critic(self.generator(self.z_generator)).float())
+            if not self.conditional:
+                loss_g = self.loss.generator(self.critic(self.generator(self.z_generator)).float())
+            elif self.acgan:
+                fake = self.generator(self.z_generator, self.gen_labels)
+                scores, logits = self.critic(fake, self.gen_labels, aux=True)
+                loss_g = self.loss.generator(scores.float())
+                loss_g = loss_g + self.acgan_weight * F.cross_entropy(logits.float(), self.gen_labels)
+            else:
+                fake = self.generator(self.z_generator, self.gen_labels)
+                loss_g = self.loss.generator(self.critic(fake, self.gen_labels).float())
         run.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         run.opt_g.step()
@@ -329,9 +390,10 @@ class Steps:
         return (loss_g.detach(),)
 
 
-def _load_training_images(device: torch.device) -> tuple[torch.Tensor, dict[str, Any]]:
-    images, _labels = read_split(paths.PROCESSED_TRAIN)
-    return torch.from_numpy(images).to(device), read_info()
+def _load_training_images(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The training split on the device: images uint8 (N, C, H, W), labels int64 (N,); and info.json."""
+    images, labels = read_split(paths.PROCESSED_TRAIN)
+    return torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device), read_info()
 
 
 def _check_options(params: dict[str, Any], device: torch.device, n_images: int) -> None:
@@ -382,8 +444,10 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
     wall_start = time.perf_counter()
     cfg, train_cfg = model_config(params), params["train"]
     device = resolve_device(train_cfg["device"])
-    images, info = _load_training_images(device)
+    prepare_checkpoint_dir(train_cfg["checkpoint_dir"])  # before loading data: fail in the first second
+    images, labels, info = _load_training_images(device)
     _check_options(params, device, len(images))
+    check_conditional_data(params, info)
 
     batch = train_cfg["batch_size"]
     steps_per_epoch = len(images) // batch  # the last partial batch is dropped: equal-size steps
@@ -393,12 +457,14 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
 
     key = run_key(params, device, file_md5(paths.PROCESSED_TRAIN))
     checkpoint = Path(train_cfg["checkpoint_dir"]) / key / "checkpoint.pt"
-    run = Run(params, device, info["channels"], info["size"])
-    if checkpoint.exists():
-        run.load_state_dict(load_torch(checkpoint, map_location=device))
+    prior = class_prior(labels.cpu().numpy(), info["n_classes"])
+    run = Run(params, device, info["channels"], info["size"], prior)
+    state = load_checkpoint(checkpoint, map_location=device)  # None: none, or a corrupt one set aside
+    if state is not None:
+        run.load_state_dict(state)
         print(f"resuming from {checkpoint} at step {run.step}/{total_steps}", file=sys.stderr)
 
-    steps = Steps(run, params, images)
+    steps = Steps(run, params, images, labels)
     writer = _tensorboard_writer(params, key, run.step)
     quiet = progress_disabled()
     bar = tqdm(
@@ -458,7 +524,7 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, quiet: bool) -> None:
-    samples = run.generate(run.fixed_noise)
+    samples = run.generate(run.fixed_noise, run.fixed_labels)
     run.epoch_samples.append(samples)
     eval_every = params["train"]["eval_every"]
     fid_text = ""
@@ -468,9 +534,16 @@ def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, qui
         # A separate noise source, so evaluating never shifts the training draws.
         noise = torch_generator(params["seed"], "train.eval_noise", epoch)
         count, nz = params["score"]["train_samples"], params["arch"]["nz"]
+        labels = None
+        if run.conditional:  # from the class prior, as the scored samples (sample.labels: prior)
+            label_noise = torch_generator(params["seed"], "train.eval_labels", epoch)
+            labels = draw_labels(run.class_prior, count, label_noise)
         generated = torch.cat(
             [
-                run.generate(torch.randn(min(500, count - start), nz, generator=noise).to(run.device))
+                run.generate(
+                    torch.randn(min(500, count - start), nz, generator=noise).to(run.device),
+                    None if labels is None else labels[start : start + 500].to(run.device),
+                )
                 for start in range(0, count, 500)
             ]
         )
@@ -502,10 +575,13 @@ def _write_outputs(run: Run, params: dict[str, Any], steps_per_epoch: int, batch
     save_torch(paths.CRITIC, weights(run.critic))
     if run.ema is not None:
         save_torch(paths.GENERATOR_EMA, weights(run.ema))
+    # Conditional runs also store the fixed labels, so the progression figure can name each column.
+    fixed_labels = {} if run.fixed_labels is None else {"labels": run.fixed_labels.cpu().numpy()}
     save_npz(
         paths.EPOCH_SAMPLES,
         images=torch.stack(run.epoch_samples).numpy(),
         epochs=np.arange(1, len(run.epoch_samples) + 1, dtype=np.int64),
+        **fixed_labels,
     )
 
     def tsv(columns: tuple[str, ...], rows: list[list[Any]]) -> str:
@@ -524,6 +600,7 @@ def _write_outputs(run: Run, params: dict[str, Any], steps_per_epoch: int, batch
     metrics = {
         "model": params["model"],
         "loss": cfg["loss"],
+        "conditional": cfg["conditional"],
         "loss_g": _mean_tail(list(columns[2])),
         "loss_d": _mean_tail(list(columns[3])),
         "wasserstein": _mean_tail(list(columns[4])),

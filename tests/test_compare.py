@@ -79,7 +79,8 @@ def test_table_has_the_selected_models_params_and_is_sorted_by_fid(document):
     assert list(table["experiment"]) == ["master", "wgan-gp-seed1", "dcgan-seed0", "dcgan-seed1"]
     assert list(table["fid"]) == [40.0, 43.0, 65.0, 68.0]
     dcgan = table.set_index("experiment").loc["dcgan-seed1"]
-    expected = {"model": "dcgan", "loss": "bce", "lr_g": 2e-4, "lr_d": 2e-4, "n_critic": 1, "seed": 1,
+    expected = {"model": "dcgan", "loss": "bce", "conditional": "none", "lr_g": 2e-4, "lr_d": 2e-4,
+                "n_critic": 1, "seed": 1,
                 "data": "digits", "epochs": 2, "wall_time_s": 13.5, "rev": "3fb5d3f"}
     assert {key: dcgan[key] for key in expected} == expected
 
@@ -89,9 +90,13 @@ def test_markdown_report_lists_rows_and_skipped(document):
 
     report = compare.markdown_report(compare.comparison_table(experiments), skipped)
 
-    header = "| experiment | rev | model | loss | lr_g | lr_d | n_critic | epochs | data | seed | fid |"
+    header = (
+        "| experiment | rev | model | loss | conditional | lr_g | lr_d | n_critic | epochs | data | seed "
+        "| fid |"
+    )
     assert header in report
-    assert "| dcgan-seed1 | 3fb5d3f | dcgan | bce | 0.0002 | 0.0002 | 1 | 2 | digits | 1 | 68 |" in report
+    row = "| dcgan-seed1 | 3fb5d3f | dcgan | bce | none | 0.0002 | 0.0002 | 1 | 2 | digits | 1 | 68 |"
+    assert row in report
     assert "- broken: failed" in report
     assert "Warning" not in report
 

@@ -200,6 +200,7 @@ def preprocess(params: dict[str, Any]) -> None:
     names = class_names(manifest, multi_label)
     info = {
         "name": manifest["name"],
+        "task": manifest["task"],  # conditional training refuses multi-label data (ganpipe.labels)
         "n_classes": len(names),
         "label_names": names,
         "channels": data["channels"],
