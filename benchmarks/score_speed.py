@@ -80,8 +80,8 @@ def main() -> None:
         "score": {
             "num_real": N,
             "train_samples": 2000,
-            "inception": False,
-            "inception_weights": None,
+            "extractors": ["domain"],
+            "weights": {},
             "batch_size": 250,
         },
     }
@@ -91,7 +91,7 @@ def main() -> None:
         model, train_s = timed(
             lambda: train_classifier(
                 images[:8000], labels[:8000], 10, epochs=5, batch_size=128, lr=1e-3, seed=0
-            )
+            ).model
         )
         test_accuracy = accuracy(model, images[9000:], labels[9000:], "cpu")
         print(f"setup: classifier trained in {train_s:.1f} s, test accuracy {test_accuracy:.4f}")

@@ -155,6 +155,10 @@ SCHEMA: dict[str, Any] = {
         "epochs": integer(1, 1000),
         "batch_size": integer(2, 65536),
         "lr": number(0, 1, low_open=True),
+        "weight_decay": number(0, 1),
+        "dropout": number(0, 1, high_open=True),
+        "label_smoothing": number(0, 0.5),
+        "augment": boolean,
     },
     "sample": {
         "num_samples": integer(16),
@@ -164,9 +168,15 @@ SCHEMA: dict[str, Any] = {
     "score": {
         "num_real": integer(16),
         "train_samples": integer(16),
-        "inception": boolean,
-        "inception_weights": optional(readable_path),
+        "extractors": None,  # a list of names from ganpipe/extractors.py, checked below
+        "weights": None,  # a mapping of extractor name -> local weights file or null, checked below
         "batch_size": integer(1, 65536),
+    },
+    "utility": {
+        "seeds": integer(1, 100),
+        "epochs": integer(1, 1000),
+        "synthetic_ratio": number(0, 100, low_open=True),
+        "low_data_fraction": number(0, 1, low_open=True, high_open=True),
     },
     "export": {
         "num_train": integer(1),
@@ -224,11 +234,47 @@ def _check_data(data: dict[str, Any]) -> None:
         )
 
 
+def _check_extractors(score: dict[str, Any]) -> None:
+    from ganpipe.extractors import DOMAIN, EXTRACTORS
+
+    names = ", ".join(EXTRACTORS)
+    chosen = score["extractors"]
+    if not isinstance(chosen, list) or not all(isinstance(name, str) for name in chosen):
+        _fail("score.extractors", chosen, f"a list of names from {names}, e.g. [{DOMAIN}, inception]")
+    for name in chosen:
+        if name not in EXTRACTORS:
+            raise ParamsError(
+                f"params.yaml: score.extractors has unknown extractor {name!r}; allowed: {names}"
+            )
+    if len(set(chosen)) != len(chosen):
+        _fail("score.extractors", chosen, "each extractor once")
+    if DOMAIN not in chosen:
+        raise ParamsError(
+            f"params.yaml: score.extractors = {chosen!r} lacks {DOMAIN!r}; add it back: class coverage, "
+            "intra-class FID and FID during training are computed on the domain classifier"
+        )
+    weights = score["weights"]
+    if not isinstance(weights, dict):
+        _fail("score.weights", weights, "a mapping of extractor name -> weights file or null (may be {})")
+    downloadable = [key for key, extractor in EXTRACTORS.items() if extractor.weights_url]
+    for key, path in weights.items():
+        if key == DOMAIN:
+            raise ParamsError(
+                f"params.yaml: score.weights.{DOMAIN}: the domain extractor's weights are the classifier "
+                "stage's output (data/classifier); remove this key"
+            )
+        if key not in downloadable:
+            allowed = ", ".join(downloadable)
+            raise ParamsError(f"params.yaml: unknown key 'score.weights.{key}'; allowed keys here: {allowed}")
+        optional(readable_path)(f"score.weights.{key}", path)
+
+
 def validate(params: Any) -> dict[str, Any]:
     """Check a whole params mapping; return it unchanged or raise ParamsError."""
     _check_section(SCHEMA, "", params)
     _check_data(params["data"])
     _check_models(params)
+    _check_extractors(params["score"])
     return params
 
 

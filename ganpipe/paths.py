@@ -44,4 +44,9 @@ SCORE_PLOTS = PLOTS / "score"  # score: class_histogram.tsv
 CLASS_HISTOGRAM_TSV = SCORE_PLOTS / "class_histogram.tsv"  # label, real, generated (fractions)
 FIGURES = PLOTS / "figures"  # plots: the PNG figures
 
+UTILITY_METRICS = METRICS / "utility.json"  # utility: train on synthetic, test on real
+UTILITY_PLOTS = PLOTS / "utility"
+UTILITY_TSV = UTILITY_PLOTS / "arms.tsv"  # arm, accuracy, accuracy_std, balanced_accuracy, auc
+UTILITY_FIGURE = UTILITY_PLOTS / "arms.png"
+
 REPORTS = Path("reports")  # ganpipe compare

@@ -34,8 +34,8 @@ from ganpipe.features import (
     Extractor,
     create_extractor,
     describe_resizer,
-    ensure_inception_weights,
     extract_features,
+    resolve_weights,
 )
 from ganpipe.io import file_md5, save_npz, write_json, write_text
 from ganpipe.processed import DATASET_SEED, check_images, read_info, read_split, stratified_subset
@@ -62,12 +62,10 @@ TRAIN_FID_BATCH_SIZE = 250
 
 
 def active_extractors(params: dict[str, Any]) -> list[tuple[Extractor, str]]:
-    """(extractor, weights path) per configured extractor: the domain one always, Inception on request."""
-    out = [(EXTRACTORS["domain"], str(paths.CLASSIFIER_WEIGHTS))]
-    inception_weights = ensure_inception_weights(params["score"])
-    if inception_weights is not None:
-        out.append((EXTRACTORS["inception"], inception_weights))
-    return out
+    """(extractor, weights path) per extractor of score.extractors, in its order; the domain one
+    (always there, params validation sees to it) uses the classifier, the others their resolved files."""
+    weights = {"domain": str(paths.CLASSIFIER_WEIGHTS), **resolve_weights(params["score"])}
+    return [(EXTRACTORS[key], weights[key]) for key in params["score"]["extractors"]]
 
 
 def reference_path(extractor: Extractor) -> Path:
@@ -164,6 +162,7 @@ def compute_reference(params: dict[str, Any]) -> dict[str, Any]:
             "weights": str(weights),
             "weights_md5": file_md5(weights),
             "resizer": describe_resizer(extractor, module, images.shape[-1]),
+            "input_range": extractor.input_range,
             **{key: float(value) for key, value in floor.items()},
         }
     for extractor in EXTRACTORS.values():  # a previous run's extractor that is now switched off
@@ -224,13 +223,13 @@ def fidelity_metrics(
     extractor: Extractor,
     kid_subset_size: int,
 ) -> dict[str, float]:
-    """FID (against the stored mu/sigma), IS, KID and precision/recall, by torch-fidelity."""
+    """FID (against the stored mu/sigma), KID, precision/recall and, where the extractor has class
+    logits (domain, Inception), IS, by torch-fidelity."""
     gen = generated[extractor.feature_layer]
     real = torch.from_numpy(reference["features"])
     fid = fid_statistics_to_metric(
         fid_features_to_statistics(gen), {"mu": reference["mu"], "sigma": reference["sigma"]}, verbose=False
     )
-    isc = isc_features_to_metric(generated[extractor.logits_layer], ISC_SPLITS, True, RNG_SEED)
     kid = kid_features_to_metric(
         gen, real, kid_subsets=KID_SUBSETS, kid_subset_size=kid_subset_size, rng_seed=RNG_SEED, verbose=False
     )
@@ -243,15 +242,17 @@ def fidelity_metrics(
         save_cpu_ram=True,
         verbose=False,
     )
-    return {
+    out = {
         "fid": fid[KEY_METRIC_FID],
-        "is_mean": isc[KEY_METRIC_ISC_MEAN],
-        "is_std": isc[KEY_METRIC_ISC_STD],
         "kid_mean": kid[KEY_METRIC_KID_MEAN],
         "kid_std": kid[KEY_METRIC_KID_STD],
         "precision": prc[KEY_METRIC_PRECISION],
         "recall": prc[KEY_METRIC_RECALL],
     }
+    if extractor.logits_layer is not None:
+        isc = isc_features_to_metric(generated[extractor.logits_layer], ISC_SPLITS, True, RNG_SEED)
+        out.update(is_mean=isc[KEY_METRIC_ISC_MEAN], is_std=isc[KEY_METRIC_ISC_STD])
+    return out
 
 
 def _fid_between(features_1: np.ndarray, features_2: np.ndarray) -> float:
@@ -361,7 +362,7 @@ def _histogram_tsv(real_hist: np.ndarray, gen_hist: np.ndarray) -> str:
 def score_samples(params: dict[str, Any]) -> dict[str, Any]:
     """The score stage: every metric of data/samples/samples.npz, written to metrics/scores.json.
 
-    The keys depend only on the settings (score.inception and the number of classes), never on
+    The keys depend only on the settings (score.extractors and the number of classes), never on
     the results, so that `dvc metrics diff` always compares the same columns.
     """
     images = load_samples()
@@ -409,6 +410,7 @@ def score_samples(params: dict[str, Any]) -> dict[str, Any]:
         for key in ("fid_noise_floor", "kid_noise_floor"):
             scores[extractor.prefix + key] = entry[key]
         scores[f"{extractor.prefix}resizer"] = describe_resizer(extractor, module, images.shape[-1])
+        scores[f"{extractor.prefix}input_range"] = extractor.input_range
         if extractor.key == "domain":
             predicted = generated[extractor.logits_layer].argmax(dim=1).numpy()
             features = generated[extractor.feature_layer].numpy()

@@ -39,6 +39,8 @@ STREAMS = (
     "export.noise",  # the exported synthetic dataset's images
     "export.labels",  # the exported synthetic dataset's labels
     "plots.real_grid",  # the real images beside the final samples
+    "utility.subset",  # utility arms: low-data and synthetic subsets, per run
+    "utility.seed",  # utility arms: the classifier seed of each run
 )
 
 _MASK_63 = (1 << 63) - 1

@@ -8,7 +8,12 @@ from ganpipe.stage import run_stage
 def main() -> None:
     params = load_params()
     metrics = train_and_evaluate(params)
-    print(f"classifier: test accuracy {metrics['test_accuracy']:.4f} ({metrics['n_test']} images)")
+    val = metrics["val_accuracy"]
+    kept = f"val accuracy {val:.4f} ({metrics['n_val']} images)" if val is not None else "no val images"
+    print(
+        f"classifier: test accuracy {metrics['test_accuracy']:.4f} ({metrics['n_test']} images); "
+        f"kept epoch {metrics['best_epoch']}/{metrics['epochs']}, {kept}"
+    )
 
 
 if __name__ == "__main__":

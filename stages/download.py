@@ -1,8 +1,9 @@
-"""download stage: the dataset named by data.name (or data.source) into data/raw, plus the
-Inception weights when score.inception asks for them, so later stages never need the network."""
+"""download stage: the dataset named by data.name (or data.source) into data/raw, plus the weights of
+every extractor in score.extractors (but the domain classifier's), so later stages never need the
+network and missing weights stop the pipeline before training."""
 
 from ganpipe.data import download
-from ganpipe.features import ensure_inception_weights
+from ganpipe.features import resolve_weights
 from ganpipe.params import load_params
 from ganpipe.stage import run_stage
 
@@ -10,7 +11,7 @@ from ganpipe.stage import run_stage
 def main() -> None:
     params = load_params()
     download(params["data"])
-    ensure_inception_weights(params["score"])
+    resolve_weights(params["score"])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""score stage: domain (and optionally Inception) metrics of the generated samples."""
+"""score stage: the metrics of the generated samples on every extractor of score.extractors."""
 
 from ganpipe.params import load_params
 from ganpipe.score import score_samples

@@ -124,6 +124,7 @@ def test_digits_end_to_end_is_deterministic() -> None:
         "val_split": "carved: stratified 10% of train, "
         "sklearn.model_selection.train_test_split(random_state=0)",
         "order": "canonical: each split sorted by blake2b(image bytes + label bytes)",
+        "task": "multi-class",
     }
     raw = manifest()
     assert raw["splits"] == {"train": 1437, "test": 360} and raw["split"].startswith("derived: stratified")
@@ -402,7 +403,7 @@ def test_default_pathmnist_download_fails_fast_offline() -> None:
 
 
 def test_preprocess_without_download_says_what_to_run() -> None:
-    with pytest.raises(GanpipeError, match=r"manifest\.json: not found; run the download stage"):
+    with pytest.raises(GanpipeError, match=r"manifest\.json: not found; run `dvc repro download` first"):
         preprocess(make_params())
 
 

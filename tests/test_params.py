@@ -92,9 +92,19 @@ CASES: list[tuple[str, Any, tuple[str, ...]]] = [
     ("unknown device", _add("train.device", "tpu"), ("train.device = 'tpu'", "auto, cpu, cuda")),
     ("negative seed", _add("seed", -1), ("seed = -1",)),
     (
-        "missing inception weights",
-        _add("score.inception_weights", "nope.pth"),
-        ("score.inception_weights", "no such file"),
+        "missing extractor weights",
+        _add("score.weights.inception", "nope.pth"),
+        ("score.weights.inception", "no such file"),
+    ),
+    (
+        "unknown extractor",
+        _add("score.extractors", ["domain", "dinov3"]),
+        ("score.extractors", "'dinov3'", "inception", "dinov2-vit-s-14"),
+    ),
+    (
+        "extractors without domain",
+        _add("score.extractors", ["inception"]),
+        ("score.extractors", "lacks 'domain'", "add it back"),
     ),
     ("boolean as text", _add("train.bf16", "yes"), ("train.bf16 = 'yes'", "true or false")),
     ("dropout of one", _add("models.lsgan.dropout_d", 1.0), ("models.lsgan.dropout_d = 1.0",)),

@@ -84,9 +84,9 @@ class MedMNISTSource(DatasetSource):
         actual = file_md5(source)
         if actual != md5:
             raise GanpipeError(
-                f"data.source={source} has md5 {actual}, but {self.name} at data.image_size={size} is {file} with "
-                f"md5 {md5}; point data.source at that file, fix data.image_size, or set data.name=local to use "
-                "the file as arbitrary data"
+                f"data.source={source} has md5 {actual}, but {self.name} at data.image_size={size} is "
+                f"{file} with md5 {md5}; point data.source at that file, fix data.image_size, or set "
+                "data.name=local to use the file as arbitrary data"
             )
         copy_file(source, raw_dir / file)
         return self._raw_data(file, str(source), md5, raw_dir)

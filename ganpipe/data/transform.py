@@ -128,17 +128,17 @@ def subset(count: int, limit: int | None, seed: int, split: str) -> np.ndarray |
     return np.sort(rng.permutation(count)[:limit])
 
 
-def carve_val(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, val indices): a fixed stratified VAL_FRACTION of a split that has no val.
+def carve_val(classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, val indices): a fixed stratified VAL_FRACTION of a split that has no val,
+    given each image's class (N,).
 
     Stratified when every class has at least two images; otherwise a plain random split.
     """
     from sklearn.model_selection import train_test_split
 
-    indices = np.arange(len(labels))
-    classes = labels.reshape(len(labels), -1)[:, 0] if labels.ndim > 1 else labels
+    indices = np.arange(len(classes))
     counts = np.unique(classes, return_counts=True)[1]
-    n_val = max(1, round(VAL_FRACTION * len(labels)))
+    n_val = max(1, round(VAL_FRACTION * len(classes)))
     stratify = classes if counts.min() >= 2 and n_val >= len(counts) else None
     train_index, val_index = train_test_split(
         indices, test_size=n_val, random_state=VAL_SPLIT_SEED, stratify=stratify
@@ -163,7 +163,9 @@ def class_names(manifest: dict[str, Any], multi_label: bool) -> dict[str, str]:
     return names
 
 
-def _raw_splits(raw_file: Any, manifest: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _raw_splits(
+    raw_file: Any, manifest: dict[str, Any], multi_label: bool
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The raw train, val and test splits, each in canonical order; val carved from train if absent."""
     splits = {}
     for split in ("train", "test", "val"):
@@ -176,7 +178,7 @@ def _raw_splits(raw_file: Any, manifest: dict[str, Any]) -> dict[str, tuple[np.n
         images, labels = splits["train"]
         if len(labels) < 2:
             raise GanpipeError(f"{raw_file}: {len(labels)} training image(s); a val split needs at least 2")
-        train_index, val_index = carve_val(labels)
+        train_index, val_index = carve_val(flatten_labels(labels, multi_label))
         splits["train"] = (images[train_index], labels[train_index])
         splits["val"] = (images[val_index], labels[val_index])
     return splits
@@ -190,7 +192,7 @@ def preprocess(params: dict[str, Any]) -> None:
     multi_label = manifest["task"] == MULTI_LABEL
     counts: dict[str, int] = {}
     outputs = {"train": paths.PROCESSED_TRAIN, "val": paths.PROCESSED_VAL, "test": paths.PROCESSED_TEST}
-    for split, (images, labels) in _raw_splits(raw_file, manifest).items():
+    for split, (images, labels) in _raw_splits(raw_file, manifest, multi_label).items():
         keep = subset(len(labels), data["limit"], seed, split)
         images = prepare_images(images[keep], data["channels"], data["image_size"])
         save_npz(outputs[split], images=images, labels=flatten_labels(labels[keep], multi_label))

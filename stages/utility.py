@@ -1,0 +1,17 @@
+"""utility stage: classifiers trained on synthetic, real and mixed data, tested on the real test split."""
+
+from ganpipe.params import load_params
+from ganpipe.stage import run_stage
+from ganpipe.utility import measure_utility
+
+
+def main() -> None:
+    metrics = measure_utility(load_params())
+    if metrics["skipped"]:
+        print(f"utility: skipped ({metrics['skipped']})")
+    else:
+        print(f"utility: TSTR/TRTR accuracy ratio {metrics['tstr_ratio']:.3f} over {metrics['seeds']} seeds")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,84 @@
+"""DiffAugment's three operations do what the reference implementation does, from checkpointable draws."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ganpipe.augment import DRAWS, DiffAugment
+
+
+def _augment(policy: list[str], uniform: list[float], batch: int = 1, side: int = 16) -> DiffAugment:
+    augment = DiffAugment(policy, batch, side, "cpu")
+    augment.uniform.copy_(torch.tensor([uniform] * batch))
+    return augment
+
+
+def test_no_policy_and_neutral_colour_draws_are_the_identity() -> None:
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    assert torch.equal(DiffAugment([], 3, 16, "cpu")(x), x)
+    neutral = _augment(["color"], [0.5] * DRAWS, batch=3)  # brightness +0, saturation ×1, contrast ×1
+    torch.testing.assert_close(neutral(x), x)
+
+
+def test_colour_shifts_brightness_and_scales_saturation_and_contrast() -> None:
+    x = torch.rand(1, 3, 8, 8)
+    brighter = _augment(["color"], [1.0, 0.5, 0.5, 0, 0, 0, 0], side=8)
+    torch.testing.assert_close(brighter(x), x + 0.5)
+    gray = _augment(["color"], [0.5, 0.0, 0.5, 0, 0, 0, 0], side=8)  # saturation × 0: channel mean
+    torch.testing.assert_close(gray(x), x.mean(dim=1, keepdim=True).expand_as(x))
+    flat = _augment(["color"], [0.5, 0.5, 0.0, 0, 0, 0, 0], side=8)  # contrast × 0.5 about the mean
+    mean = x.mean()
+    torch.testing.assert_close(flat(x), (x - mean) * 0.5 + mean)
+
+
+def test_translation_shifts_by_up_to_an_eighth_with_zero_padding() -> None:
+    x = torch.arange(16 * 16, dtype=torch.float32).view(1, 1, 16, 16) + 1
+    # side 16: shifts of -2..2 (5 values); draw 0.99 -> +2 rows, 0.0 -> -2 columns.
+    shifted = _augment(["translation"], [0, 0, 0, 0.99, 0.0, 0, 0])(x)
+    expected = torch.zeros_like(x)
+    expected[..., :14, 2:] = x[..., 2:, :14]  # out[r, c] = in[r + 2, c - 2]
+    assert torch.equal(shifted, expected)
+    centred = _augment(["translation"], [0, 0, 0, 0.5, 0.5, 0, 0])(x)  # the middle value: no shift
+    assert torch.equal(centred, x)
+
+
+def test_cutout_zeroes_a_half_side_square_clipped_to_the_image() -> None:
+    x = torch.ones(1, 2, 16, 16)
+    out = _augment(["cutout"], [0, 0, 0, 0, 0, 0.5, 0.5])(x)  # centre 8 of 17 positions: rows 4..11
+    assert torch.equal(out[0, 0] == 0, out[0, 1] == 0)  # the same mask on every channel
+    zero = (out[0, 0] == 0).nonzero()
+    assert (zero[:, 0].min(), zero[:, 0].max(), zero[:, 1].min(), zero[:, 1].max()) == (4, 11, 4, 11)
+    corner = _augment(["cutout"], [0, 0, 0, 0, 0, 0.0, 0.0])(x)  # centre 0: only rows/cols 0..3 remain
+    assert int((corner[0, 0] == 0).sum()) == 4 * 4
+
+
+def test_draws_come_from_the_given_generator_and_differ_per_image() -> None:
+    x = torch.rand(4, 3, 16, 16)
+    outputs = []
+    for seed in (1, 1, 2):
+        augment = DiffAugment(["color", "translation", "cutout"], 4, 16, "cpu")
+        augment.draw(torch.Generator().manual_seed(seed))
+        outputs.append(augment(x))
+    assert torch.equal(outputs[0], outputs[1]) and not torch.equal(outputs[0], outputs[2])
+    assert len({tuple(row.tolist()) for row in augment.uniform}) == 4
+
+
+def test_gradient_penalty_differentiates_through_every_op() -> None:
+    """The penalty's double backward goes through T: second-order gradients reach the critic."""
+    torch.manual_seed(0)
+    critic = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Softplus(), torch.nn.Flatten(),
+                                 torch.nn.Linear(4 * 14 * 14, 1))
+    augment = DiffAugment(["color", "translation", "cutout"], 2, 16, "cpu")
+    augment.draw(torch.Generator().manual_seed(0))
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    (grad,) = torch.autograd.grad(critic(augment(x)).sum(), x, create_graph=True)
+    penalty = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    penalty.backward()
+    weight_grad = critic[0].weight.grad
+    assert weight_grad is not None and torch.isfinite(weight_grad).all() and weight_grad.abs().sum() > 0
+
+
+def test_unknown_ops_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown DiffAugment ops"):
+        DiffAugment(["colour"], 1, 16, "cpu")

@@ -1,0 +1,297 @@
+"""Class-conditional GANs: every loss × conditioning mode trains, runs stay exact, labels flow from
+training through sampling, scoring, figures and the exported synthetic dataset back into the pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import REPO, tiny_params
+
+from ganpipe import paths
+from ganpipe.data import download, preprocess
+from ganpipe.data.layout import inspect_npz
+from ganpipe.errors import ParamsError
+from ganpipe.export import export
+from ganpipe.io import load_torch
+from ganpipe.labels import check_conditional_data
+from ganpipe.models import ConditionalBatchNorm, Critic, Generator, build_models, generator_from_checkpoint
+from ganpipe.params import validate
+from ganpipe.plots import CLASS_GRID_PNG, draw_all
+from ganpipe.sample import sample
+from ganpipe.score import class_metrics
+from ganpipe.train import train
+
+# One model per loss of the registry: wasserstein with clipping and with the gradient penalty.
+LOSS_MODELS = ("wgan", "wgan_gp", "dcgan", "lsgan", "hinge")
+MODES = ("projection", "acgan")
+
+
+def conditional_params(model: str, mode: str, **overrides: Any) -> dict[str, Any]:
+    params = tiny_params(model=model, **overrides)
+    params["models"][model]["conditional"] = mode
+    return validate(params)
+
+
+def _prepare(root: Path, **overrides: Any) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        params = tiny_params(**overrides)
+        download(params["data"])
+        preprocess(params)
+    finally:
+        os.chdir(cwd)
+    return root / paths.PROCESSED_DIR
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[int, int], Path]:
+    """Preprocessed digits (10 classes) for (channels, size) (1, 28) and (3, 64)."""
+    base = tmp_path_factory.mktemp("conditional_data")
+    return {
+        (1, 28): _prepare(base / "gray28", data__channels=1, data__image_size=28),
+        (3, 64): _prepare(base / "rgb64", data__channels=3, data__image_size=64),
+    }
+
+
+def _workdir(tmp_path: Path, processed_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copytree(processed_dir, tmp_path / paths.PROCESSED_DIR)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("model", LOSS_MODELS)
+def test_every_loss_trains_conditional(
+    model: str, mode: str, processed: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _workdir(tmp_path, processed[(1, 28)], monkeypatch)
+    params = conditional_params(model, mode, data__channels=1, train__max_steps=5)
+    metrics = train(params)
+
+    assert metrics["steps"] == 5 and metrics["conditional"] == mode
+    assert all(np.isfinite(metrics[key]) for key in ("loss_g", "loss_d", "wasserstein"))
+    saved = load_torch(paths.GENERATOR)
+    assert saved["config"]["conditional"] == mode and saved["config"]["n_classes"] == 10
+    assert load_torch(paths.CRITIC)["config"]["conditional"] == mode
+    generator = generator_from_checkpoint(saved)
+    images = generator(torch.randn(4, params["arch"]["nz"]), torch.tensor([0, 3, 7, 9]))
+    assert images.shape == (4, 1, 28, 28)
+    with np.load(paths.EPOCH_SAMPLES) as epoch_samples:
+        assert epoch_samples["labels"].tolist() == [k % 10 for k in range(16)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_rgb_64_trains_conditional(
+    mode: str, processed: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _workdir(tmp_path, processed[(3, 64)], monkeypatch)
+    params = conditional_params("wgan_gp", mode, data__channels=3, data__image_size=64, train__max_steps=5)
+    params["models"]["wgan_gp"].update(spectral_norm_d=True, ema_decay=0.9)  # SN'd embedding / head
+    assert train(params)["steps"] == 5
+    generator = generator_from_checkpoint(load_torch(paths.GENERATOR_EMA))
+    assert generator(torch.randn(2, params["arch"]["nz"]), torch.tensor([1, 2])).shape == (2, 3, 64, 64)
+
+
+@pytest.mark.parametrize("size", (28, 64, 128, 224))
+@pytest.mark.parametrize("mode", ("none", *MODES))
+def test_models_every_size(size: int, mode: str) -> None:
+    cfg = {"spectral_norm_g": False, "spectral_norm_d": True, "dropout_d": 0.0, "conditional": mode}
+    generator, critic = build_models(cfg, {"nz": 8, "ngf": 4, "ndf": 4}, 3, size, n_classes=5)
+    labels = torch.tensor([0, 4])
+    images = generator(torch.randn(2, 8), labels)
+    assert images.shape == (2, 3, size, size)
+    assert critic(images, labels).shape == (2,)
+    if mode == "acgan":
+        scores, logits = critic(images, labels, aux=True)
+        assert scores.shape == (2,) and logits.shape == (2, 5)
+
+
+def test_unconditional_nets_are_todays() -> None:
+    """conditional none: the same modules, parameters and init draws as a net built without classes."""
+    torch.manual_seed(0)
+    cfg = {"spectral_norm_g": False, "spectral_norm_d": False, "dropout_d": 0.0, "conditional": "none"}
+    with_classes = build_models(cfg, {"nz": 8, "ngf": 8, "ndf": 8}, 1, 28, n_classes=10)
+    torch.manual_seed(0)
+    without = (Generator(8, 8, 1, 28), Critic(8, 1, 28))
+    from ganpipe.models import init_dcgan_weights
+
+    for net in without:
+        init_dcgan_weights(net)
+    for a, b in zip(with_classes, without, strict=True):
+        state_a, state_b = a.state_dict(), b.state_dict()
+        assert list(state_a) == list(state_b)
+        assert all(torch.equal(state_a[key], state_b[key]) for key in state_a)
+        assert not any(isinstance(layer, ConditionalBatchNorm) for layer in a.modules())
+
+
+def test_conditional_batch_norm_starts_at_unit_gain() -> None:
+    torch.manual_seed(0)
+    cfg = {"spectral_norm_g": False, "spectral_norm_d": False, "dropout_d": 0.0, "conditional": "projection"}
+    generator, _ = build_models(cfg, {"nz": 8, "ngf": 8, "ndf": 8}, 1, 28, n_classes=10)
+    norms = [layer for layer in generator.modules() if isinstance(layer, ConditionalBatchNorm)]
+    assert len(norms) == 2 and norms[0].norm.__class__.__name__ == "BatchNorm1d"  # the 28 px FC entry too
+    for norm in norms:
+        assert norm.gain.abs().max() < 0.2 and float(norm.bias.abs().max()) == 0.0
+
+
+def _train_in(root: Path, processed_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+    shutil.copytree(processed_dir, root / paths.PROCESSED_DIR)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        return train(params)
+    finally:
+        os.chdir(cwd)
+
+
+def test_conditional_reruns_are_bit_identical(processed: dict, tmp_path: Path) -> None:
+    params = conditional_params("wgan_gp", "projection", data__channels=1)
+    params["models"]["wgan_gp"].update(dropout_d=0.2, ema_decay=0.9)
+    _train_in(tmp_path / "a", processed[(1, 28)], params)
+    _train_in(tmp_path / "b", processed[(1, 28)], params)
+    for name in ("generator.pt", "critic.pt", "generator_ema.pt", "epoch_samples.npz"):
+        first, second = (tmp_path / run / paths.TRAIN_DIR / name for run in ("a", "b"))
+        assert first.read_bytes() == second.read_bytes()
+
+
+def test_conditional_resume_after_kill_is_bit_identical(processed: dict, tmp_path: Path) -> None:
+    params = tiny_params(
+        model="wgan_gp", data__channels=1, arch__ngf=32, arch__ndf=32, train__epochs=4,
+        train__checkpoint_every=3,
+    )
+    params["models"]["wgan_gp"].update(conditional="projection", dropout_d=0.2, ema_decay=0.95, n_critic=2)
+    env = dict(os.environ, PYTHONPATH=str(REPO), CI="1")
+    command = [sys.executable, str(REPO / "stages" / "train.py")]
+
+    def stage_dir(root: Path) -> Path:
+        shutil.copytree(processed[(1, 28)], root / paths.PROCESSED_DIR)
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        return root
+
+    whole = stage_dir(tmp_path / "whole")
+    subprocess.run(command, cwd=whole, env=env, check=True, capture_output=True)
+    killed = stage_dir(tmp_path / "killed")
+    process = subprocess.Popen(
+        command, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    checkpoints = killed / params["train"]["checkpoint_dir"]
+    deadline = time.monotonic() + 120
+    while not list(checkpoints.rglob("checkpoint.pt")) and process.poll() is None:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+
+    resumed = subprocess.run(command, cwd=killed, env=env, check=True, capture_output=True, text=True)
+    assert "resuming from" in resumed.stderr
+    for name in ("generator.pt", "critic.pt", "generator_ema.pt", "epoch_samples.npz"):
+        assert (whole / paths.TRAIN_DIR / name).read_bytes() == (killed / paths.TRAIN_DIR / name).read_bytes()
+    assert (whole / paths.LOSSES_TSV).read_text() == (killed / paths.LOSSES_TSV).read_text()
+
+
+def test_multi_label_data_is_refused_for_conditional_training() -> None:
+    params = conditional_params("hinge", "projection")
+    info = {"name": "chestmnist", "task": "multi-label, binary-class", "n_classes": 15}
+    with pytest.raises(ParamsError, match=r"models\.hinge\.conditional = 'projection' needs single-label.*"
+                       r"set models\.hinge\.conditional=none"):
+        check_conditional_data(params, info)
+    check_conditional_data(tiny_params(model="hinge"), info)  # unconditional: fine
+
+
+def test_class_metrics_keys_do_not_depend_on_conditioning() -> None:
+    rng = np.random.default_rng(0)
+    n_classes, per_class = 3, 60
+    real_labels = np.repeat(np.arange(n_classes), per_class)
+    real_features = rng.normal(size=(len(real_labels), 4)) + real_labels[:, None]
+    reference = {"labels": real_labels, "features": real_features}
+    gen_labels = np.repeat(np.arange(n_classes), per_class)
+    features = rng.normal(size=(len(gen_labels), 4)) + gen_labels[:, None]
+    predicted = gen_labels.copy()
+    predicted[:6] = 1  # six class-0 images the classifier calls class 1
+
+    conditional, _, _ = class_metrics(features, predicted, reference, n_classes, gen_labels)
+    unconditional, _, _ = class_metrics(features, predicted, reference, n_classes)
+
+    assert conditional.keys() == unconditional.keys()
+    assert conditional["label_accuracy"] == pytest.approx(1 - 6 / len(gen_labels))
+    assert unconditional["label_accuracy"] is None
+    assert (conditional["class_labels"], unconditional["class_labels"]) == ("conditioning", "predicted")
+    assert unconditional["intra_fid_0"] is None  # 54 predicted class-0 images >= 50, class 1 has 66
+    for key in ("intra_fid_0", "precision_0", "recall_0", "intra_fid_mean", "class_precision_mean"):
+        assert conditional[key] is not None
+
+
+def test_samples_figures_export_and_back_into_the_pipeline(
+    processed: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = _workdir(tmp_path / "work", processed[(1, 28)], monkeypatch)
+    params = conditional_params(
+        "hinge", "projection", data__channels=1, train__max_steps=4,
+        export__num_train=96, export__num_val=16, export__num_test=32, export__png=True,
+    )
+    train(params)
+
+    sample(params)
+    with np.load(paths.SAMPLES) as samples:
+        prior_labels = samples["labels"]
+        assert samples["images"].shape == (128, 1, 28, 28) and prior_labels.shape == (128,)
+    params["sample"]["labels"] = "uniform"
+    sample(params)
+    with np.load(paths.SAMPLES) as samples:
+        assert not np.array_equal(samples["labels"], prior_labels)
+        assert set(samples["labels"].tolist()) <= set(range(10))
+
+    assert work / paths.FIGURES / CLASS_GRID_PNG in draw_all(params)
+
+    manifest = export(params)
+    assert manifest["exported"] and manifest["num_images"] == {"train": 96, "val": 16, "test": 32}
+    assert json.loads(paths.EXPORT_MANIFEST.read_text()) == manifest
+    layout = inspect_npz(paths.EXPORT_NPZ)
+    assert (layout.size, layout.channels, layout.splits) == (28, 1, {"train": 96, "val": 16, "test": 32})
+    assert len(list(paths.EXPORT_PNG.rglob("*.png"))) == 144
+    synthetic = tmp_path / "synthetic.npz"
+    shutil.copy2(paths.EXPORT_NPZ, synthetic)
+
+    # The synthetic set as a dataset: download, preprocess and a few training steps.
+    (tmp_path / "again").mkdir()
+    monkeypatch.chdir(tmp_path / "again")
+    again = tiny_params(
+        model="hinge", data__name="local", data__source=str(synthetic), data__channels=1, train__max_steps=3
+    )
+    again["models"]["hinge"]["conditional"] = "projection"
+    again = validate(again)
+    download(again["data"])
+    preprocess(again)
+    info = json.loads(paths.PROCESSED_INFO.read_text())
+    assert info["n_classes"] == 10 and info["n_train"] + info["n_val"] + info["n_test"] == 144
+    assert train(again)["steps"] == 3
+
+
+def test_unconditional_export_writes_only_the_reason(
+    processed: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _workdir(tmp_path, processed[(1, 28)], monkeypatch)
+    params = validate(tiny_params(model="dcgan", data__channels=1, train__max_steps=2))
+    train(params)
+    sample(params)
+    with np.load(paths.SAMPLES) as samples:
+        assert samples.files == ["images"]  # no labels an unconditional generator was not given
+    manifest = export(params)
+    assert manifest["exported"] is False and "conditional = none" in manifest["reason"]
+    assert not paths.EXPORT_NPZ.exists() and paths.EXPORT_MANIFEST.exists()
+    assert CLASS_GRID_PNG not in [path.name for path in draw_all(params)]

@@ -1,0 +1,106 @@
+"""The utility stage (train on synthetic, test on real): its arms never see the test or val split, it
+measures something real (a perfect generator scores like real data, noise scores like chance), and an
+unconditional model is skipped with a reason instead of failing."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import tiny_params
+
+from ganpipe import paths
+from ganpipe.data import download, preprocess
+from ganpipe.io import save_npz
+from ganpipe.processed import read_split
+from ganpipe.utility import ARMS, arm_data, measure_utility
+
+
+def _params(**overrides: Any) -> dict[str, Any]:
+    settings = {"data__channels": 1, "data__limit": 600, "utility__seeds": 1, "utility__epochs": 3,
+                "classifier__batch_size": 32}
+    return tiny_params(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("utility")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        params = _params()
+        download(params["data"])
+        preprocess(params)
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+@pytest.fixture
+def in_root(digits_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(digits_root)
+    monkeypatch.setenv("CI", "1")
+    return digits_root
+
+
+def _bytes(images: np.ndarray) -> set[bytes]:
+    return set(map(np.ndarray.tobytes, images))
+
+
+def test_arms_never_train_on_the_test_or_val_split(in_root: Path) -> None:
+    train, val, test = (read_split(path) for path in (paths.PROCESSED_TRAIN, paths.PROCESSED_VAL,
+                                                      paths.PROCESSED_TEST))
+    held_out = _bytes(val[0]) | _bytes(test[0])
+    assert held_out and not (held_out & _bytes(train[0]))  # the splits themselves are disjoint
+    rng = np.random.default_rng(0)
+    synthetic = (rng.integers(0, 256, (3000, 1, 28, 28), dtype=np.uint8), rng.integers(0, 10, 3000))
+    params = _params(utility__low_data_fraction=0.2, utility__synthetic_ratio=0.5)
+    arms = arm_data(train, synthetic, 10, params, run=0)
+    assert set(arms) == set(ARMS)
+    n = len(train[1])
+    assert {arm: len(labels) for arm, (_, labels) in arms.items()} == {
+        "trtr": n, "tstr": n, "mixed": n + round(0.5 * n), "low": round(0.2 * n),
+        "low_mixed": round(0.2 * n) + round(0.5 * n),
+    }
+    for arm, (images, labels) in arms.items():
+        assert not (_bytes(images) & held_out), arm
+        assert len(images) == len(labels)
+    low_counts = np.bincount(arms["low"][1], minlength=10)
+    assert np.all(np.abs(low_counts - np.bincount(train[1]) * 0.2) <= 1)  # stratified
+    assert _bytes(arms["low"][0]) <= _bytes(train[0])
+    assert arm_data(train, synthetic, 10, params, run=1)["low"][1].tolist() != arms["low"][1].tolist()
+
+
+def _run(samples: dict[str, np.ndarray]) -> dict[str, Any]:
+    save_npz(paths.SAMPLES, **samples)
+    metrics = measure_utility(_params())
+    assert json.loads(paths.UTILITY_METRICS.read_text()) == metrics
+    assert paths.UTILITY_FIGURE.stat().st_size > 5_000
+    return metrics
+
+
+def test_unconditional_samples_are_skipped_with_the_reason(in_root: Path) -> None:
+    metrics = _run({"images": np.zeros((64, 1, 28, 28), np.uint8)})
+    assert "unconditional" in metrics["skipped"] and "conditional" in metrics["skipped"]
+    assert metrics["tstr_ratio"] is None and metrics["trtr_accuracy_mean"] is None
+    rows = paths.UTILITY_TSV.read_text().splitlines()
+    assert rows[0].startswith("arm\t") and len(rows) == 1 + len(ARMS)
+
+
+def test_a_perfect_generator_scores_like_real_data_and_noise_like_chance(in_root: Path) -> None:
+    skipped_keys = set(_run({"images": np.zeros((64, 1, 28, 28), np.uint8)}))
+    train_images, train_labels = read_split(paths.PROCESSED_TRAIN)
+    perfect = _run({"images": train_images, "labels": train_labels})  # "generated" = the real split
+    assert perfect["skipped"] is None and set(perfect) == skipped_keys
+    assert perfect["trtr_accuracy_mean"] > 0.75
+    assert perfect["tstr_ratio"] == pytest.approx(1.0, abs=0.1)
+    assert all(perfect[f"{arm}_accuracy_std"] is not None for arm in ARMS)
+    rng = np.random.default_rng(1)
+    noise = _run({"images": rng.integers(0, 256, train_images.shape, dtype=np.uint8),
+                  "labels": rng.integers(0, 10, len(train_labels))})
+    assert noise["tstr_accuracy_mean"] < 0.3 and noise["tstr_ratio"] < 0.35
+    assert noise["trtr_accuracy_mean"] == perfect["trtr_accuracy_mean"]  # the real arm does not change
