@@ -16,6 +16,13 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"{len(table)} experiments compared; wrote {', '.join(str(path) for path in written)}")
 
 
+def _results(args: argparse.Namespace) -> None:
+    from ganpipe.results import write_results
+
+    written, rows = write_results(Path(args.out), all_commits=args.all_commits)
+    print(f"{len(rows)} settings; wrote {written}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganpipe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -30,6 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--all-commits", action="store_true",
                          help="include experiments based on every commit, not only on HEAD")
     compare.set_defaults(run=_compare)
+    results = commands.add_parser(
+        "results",
+        help="the results table: one row per setting, mean ± std over seeds (from dvc exp show --json)",
+        description="Write OUT (default docs/results.md): experiments that differ only in seed form one "
+        "row with domain FID, its noise floor, label accuracy, TSTR ratio and training time, mean ± std.",
+    )
+    results.add_argument("--out", default="docs/results.md", help="output file (default: %(default)s)")
+    results.add_argument("--all-commits", action="store_true",
+                         help="include experiments based on every commit, not only on HEAD")
+    results.set_defaults(run=_results)
     return parser
 
 

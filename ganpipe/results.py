@@ -1,0 +1,110 @@
+"""`ganpipe results`: the results table (docs/results.md) from the experiments of `dvc exp show`.
+
+`ganpipe compare` lists every run; this groups runs that differ only in `seed` and reports each
+setting once, mean ± std over its seeds: domain FID (with its real-vs-real noise floor), label
+accuracy (conditional models), the TSTR ratio of the utility stage and the training time. A setting
+is the model with its loss and conditioning, DiffAugment, the dataset, `data.limit`, the training
+length and the sample count (FID is biased by N, so different N never share a row).
+
+Anyone can repeat the table: queue the runs (README, "Results table"), start the queue, then run
+`ganpipe results`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ganpipe import paths
+from ganpipe.compare import Experiment, collect_experiments, run_exp_show
+from ganpipe.errors import GanpipeError
+from ganpipe.io import write_text
+
+RESULTS = Path("docs") / "results.md"
+SETTING_COLUMNS = ("model", "loss", "conditional", "augment", "data", "limit", "steps", "num_generated")
+# (column, metrics file, key): averaged over the seeds of a setting.
+MEASURED = (
+    ("fid", paths.SCORES, "fid"),
+    ("fid_noise_floor", paths.SCORES, "fid_noise_floor"),
+    ("label_accuracy", paths.SCORES, "label_accuracy"),
+    ("tstr_ratio", paths.UTILITY_METRICS, "tstr_ratio"),
+    ("train_time_s", paths.TRAIN_METRICS, "train_time_s"),
+)
+
+
+def setting(experiment: Experiment) -> tuple[Any, ...]:
+    """What a row stands for: everything but the seed that shapes the numbers."""
+    params = experiment.params
+    model = params.get("model")
+    config = params.get("models", {}).get(model, {})
+    data = params.get("data", {})
+    source = data.get("source")
+    dataset = data.get("name") if not source else f"{data.get('name')}:{Path(str(source)).name}"
+    train = params.get("train", {})
+    augment = ",".join(train.get("augment") or []) or "none"
+    steps = experiment.metrics.get(paths.TRAIN_METRICS.as_posix(), {}).get("steps")
+    num_generated = experiment.metrics.get(paths.SCORES.as_posix(), {}).get("num_generated")
+    return (model, config.get("loss"), config.get("conditional", "none"), augment, dataset,
+            data.get("limit"), steps, num_generated)
+
+
+def _value(experiment: Experiment, source: Path, key: str) -> float | None:
+    value = experiment.metrics.get(source.as_posix(), {}).get(key)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.4g}"
+    return f"{np.mean(values):.4g} ± {np.std(values, ddof=1):.2g}"
+
+
+def results_rows(experiments: list[Experiment]) -> list[dict[str, Any]]:
+    """One row per setting, in the order settings first appear, with `seeds` (how many runs)."""
+    groups: dict[tuple[Any, ...], list[Experiment]] = {}
+    for experiment in experiments:
+        groups.setdefault(setting(experiment), []).append(experiment)
+    rows = []
+    for key, members in groups.items():
+        row: dict[str, Any] = dict(zip(SETTING_COLUMNS, key))
+        row["seeds"] = ",".join(str(m.params.get("seed")) for m in members)
+        for column, source, metric in MEASURED:
+            row[column] = _mean_std([v for m in members if (v := _value(m, source, metric)) is not None])
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
+    columns = [*SETTING_COLUMNS, "seeds", *(column for column, _, _ in MEASURED)]
+    lines = [
+        "# Results",
+        "",
+        "Written by `ganpipe results` from `dvc exp show --json`: one row per setting, mean ± std "
+        "(sample std) over the seeds listed. `fid` is the domain FID (lower is better) and "
+        "`fid_noise_floor` the same metric between two disjoint real sets at the same N; `label_accuracy` "
+        "the domain classifier's accuracy on generated images against their conditioning labels; "
+        "`tstr_ratio` the utility stage's train-on-synthetic / train-on-real test accuracy.",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "| " + " | ".join("---" for _ in columns) + " |",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join("–" if row[c] is None else str(row[c]) for c in columns) + " |")
+    if skipped:
+        lines += ["", "Not in the table:", ""] + [f"- {note}" for note in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path = RESULTS, all_commits: bool = False) -> tuple[Path, list[dict[str, Any]]]:
+    """Write the results table to `out`; return the path and the rows."""
+    experiments, skipped = collect_experiments(run_exp_show(all_commits))
+    if not experiments:
+        raise GanpipeError("no experiment has metrics yet; run `dvc exp run` or `dvc queue start` first")
+    rows = results_rows(experiments)
+    write_text(out, markdown(rows, skipped))
+    return out, rows

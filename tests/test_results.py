@@ -1,0 +1,44 @@
+"""`ganpipe results`: runs that differ only in seed become one row, mean ± std over the seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ganpipe import compare, results
+
+FIXTURE = Path(__file__).parent / "fixtures" / "dvc_exp_show.json"
+
+
+def _experiments() -> list[compare.Experiment]:
+    experiments, _ = compare.collect_experiments(json.loads(FIXTURE.read_text()))
+    return experiments
+
+
+def test_seeds_of_one_setting_share_a_row_with_mean_and_sample_std() -> None:
+    experiments = _experiments()
+    fids = {(e.params["model"], e.params["seed"]): e.metrics["metrics/scores.json"]["fid"]
+            for e in experiments}
+    rows = {row["model"]: row for row in results.results_rows(experiments)}
+    assert set(rows) == {"wgan_gp", "dcgan"}
+    for model in rows:
+        values = [fids[(model, seed)] for seed in (0, 1)]
+        mean, std = sum(values) / 2, abs(values[0] - values[1]) / 2**0.5  # sample std of two values
+        assert rows[model]["fid"] == f"{mean:.4g} ± {std:.2g}"
+        assert sorted(rows[model]["seeds"].split(",")) == ["0", "1"]
+        assert rows[model]["label_accuracy"] == "–"  # unconditional runs have none
+
+
+def test_another_setting_gets_its_own_row_and_the_table_lists_every_column() -> None:
+    experiments = _experiments()
+    changed = experiments[0]
+    params = json.loads(json.dumps(changed.params))
+    params["data"]["limit"] = 500
+    experiments[0] = compare.Experiment(changed.name, changed.rev, params, changed.metrics)
+    rows = results.results_rows(experiments)
+    assert len(rows) == 3 and {row["limit"] for row in rows} == {None, 500}
+    table = results.markdown(rows, ["broken: failed"])
+    header = table.splitlines()[4]
+    expected = (*results.SETTING_COLUMNS, "seeds", "fid", "fid_noise_floor", "label_accuracy", "tstr_ratio")
+    assert all(f" {column} " in header for column in expected)
+    assert "- broken: failed" in table
