@@ -77,6 +77,8 @@ def main() -> None:
     generated = shift(images, np.random.RandomState(0))[np.random.RandomState(2).permutation(N)]
     params = {
         "seed": 0,
+        # compute_reference sizes the real-vs-real noise floor by the score's N.
+        "sample": {"num_samples": N},
         "score": {
             "num_real": N,
             "train_samples": 2000,

@@ -49,6 +49,8 @@ EVAL_BATCH_SIZE = 500
 POOLED_SIDE = 3
 # Largest random shift, as a fraction of the image side: 2 px at 28 px, the usual MNIST augmentation.
 SHIFT_FRACTION = 1 / 14
+# Small sets repeat passes within an epoch up to this many optimizer steps (see train_classifier).
+MIN_STEPS_PER_EPOCH = 20
 # Channels of the trunk's three stages (each a 3×3 convolution, batch norm, ReLU and 2×2 max pool).
 WIDTHS = (16, 32, 64)
 
@@ -193,7 +195,8 @@ def train_classifier(
 ) -> TrainingResult:
     """Train a DomainClassifier; the same seed and data give bit-identical weights on CPU.
 
-    The whole split stays one uint8 tensor on the device. Every random draw comes from a named
+    The whole split stays one uint8 tensor on the device. An epoch is one pass over it, or several
+    on sets too small for MIN_STEPS_PER_EPOCH steps per pass. Every random draw comes from a named
     stream: initial weights ("classifier.weights"), dropout ("classifier.dropout", the global RNG
     re-seeded after initialisation so that the architecture's draw count does not shift it), batch
     order and shifts per epoch ("classifier.order", "classifier.augment"). With a validation split,
@@ -218,7 +221,10 @@ def train_classifier(
     model = DomainClassifier(train_images.shape[1], train_images.shape[2], n_classes, dropout).to(device)
     seed_globals(seed, "classifier.dropout")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = -(-len(train_images) // batch_size)
+    # An epoch is one pass, or more on small sets: at least MIN_STEPS_PER_EPOCH steps, so that 100
+    # images still get a few hundred updates (one pass of a 128 batch is one step).
+    passes = max(1, -(-MIN_STEPS_PER_EPOCH * batch_size // len(train_images)))
+    steps_per_epoch = -(-passes * len(train_images) // batch_size)
     # One cycle: warm up for the first 20% of the steps, then cosine-anneal to lr / 1e4. Annealing to
     # almost zero lets the last epochs settle into a flat minimum; the warm-up keeps a large peak
     # learning rate from wrecking the freshly initialised batch-norm statistics.
@@ -234,11 +240,12 @@ def train_classifier(
     with tqdm(total=epochs * steps_per_epoch, desc="classifier", disable=progress_disabled()) as bar:
         for epoch in range(epochs):
             model.train()
-            order = torch.randperm(len(images), generator=torch_generator(seed, "classifier.order", epoch))
+            order_rng = torch_generator(seed, "classifier.order", epoch)
+            order = torch.cat([torch.randperm(len(images), generator=order_rng) for _ in range(passes)])
             order = order.to(device)
             shifts = torch_generator(seed, "classifier.augment", epoch)
             total_loss = torch.zeros((), device=device)
-            for start in range(0, len(images), batch_size):
+            for start in range(0, len(order), batch_size):
                 index = order[start : start + batch_size]
                 batch = images[index]
                 if augment:
@@ -250,7 +257,7 @@ def train_classifier(
                 schedule.step()
                 total_loss += loss.detach() * len(index)
                 bar.update()
-            row = {"epoch": epoch + 1, "loss": float(total_loss) / len(images)}
+            row = {"epoch": epoch + 1, "loss": float(total_loss) / len(order)}
             if val_images is not None and val_labels is not None:
                 logits = predict_logits(model, val_images, device)
                 target = torch.from_numpy(val_labels.astype(np.int64))
@@ -301,10 +308,11 @@ def evaluate(
     """Accuracy, balanced accuracy and macro one-vs-rest ROC AUC of uint8 images against labels.
 
     Balanced accuracy and AUC matter on imbalanced medical sets (PneumoniaMNIST is 3:1), where
-    accuracy alone rewards predicting the majority class. The AUC averages the classes that have both
+    accuracy alone rewards predicting the majority class. Balanced accuracy is the mean recall over
+    the classes present in `labels` (sklearn's definition). The AUC averages the classes that have both
     positives and negatives in `labels` (sklearn's one-vs-rest macro AUC when all do); None if none do.
     """
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from sklearn.metrics import roc_auc_score
 
     if len(images) == 0:
         return {"accuracy": None, "balanced_accuracy": None, "auc": None}
@@ -315,9 +323,10 @@ def evaluate(
         for k in range(model.n_classes)
         if 0 < int((labels == k).sum()) < len(labels)
     ]
+    recalls = [(predicted[labels == k] == k).mean() for k in np.unique(labels)]
     return {
         "accuracy": float((predicted == labels).mean()),
-        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(np.mean(recalls)),
         "auc": float(np.mean(aucs)) if aucs else None,
     }
 

@@ -38,7 +38,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from ganpipe.classifier import load_classifier
-from ganpipe.errors import GanpipeError
+from ganpipe.errors import GanpipeError, run_first
 from ganpipe.extractors import DOMAIN, EXTRACTORS, Extractor
 from ganpipe.processed import check_images
 from ganpipe.stage import progress_disabled
@@ -320,8 +320,8 @@ def ensure_weights(extractor: Extractor, local: str | None) -> str:
 
 def resolve_weights(score_params: dict[str, Any]) -> dict[str, str]:
     """{key: weights path} of every extractor in score.extractors but the domain one (whose weights
-    are the classifier stage's output). Called by the download stage so that missing weights stop
-    the pipeline before training, and by the reference and score stages, which find the same file.
+    are the classifier stage's output), each checked, downloaded where needed. The download stage's
+    work: missing weights stop the pipeline before training.
     """
     local = score_params["weights"]
     return {
@@ -329,3 +329,18 @@ def resolve_weights(score_params: dict[str, Any]) -> dict[str, str]:
         for key in score_params["extractors"]
         if key != DOMAIN
     }
+
+
+def resolved_weights(score_params: dict[str, Any]) -> dict[str, str]:
+    """The files `resolve_weights` found, looked up in the same order without network or checks: what
+    the reference and score stages use (the reference records their md5, the score compares it)."""
+    out = {}
+    for key in score_params["extractors"]:
+        if key == DOMAIN:
+            continue
+        local = score_params["weights"].get(key)
+        path = Path(local) if local else weights_cache_path(EXTRACTORS[key])
+        if not path.is_file():
+            raise run_first(path, "download", f"no {key} weights")
+        out[key] = str(path)
+    return out

@@ -35,7 +35,7 @@ from ganpipe.features import (
     create_extractor,
     describe_resizer,
     extract_features,
-    resolve_weights,
+    resolved_weights,
 )
 from ganpipe.io import file_md5, save_npz, write_json, write_text
 from ganpipe.processed import DATASET_SEED, check_images, read_info, read_split, stratified_subset
@@ -64,7 +64,7 @@ TRAIN_FID_BATCH_SIZE = 250
 def active_extractors(params: dict[str, Any]) -> list[tuple[Extractor, str]]:
     """(extractor, weights path) per extractor of score.extractors, in its order; the domain one
     (always there, params validation sees to it) uses the classifier, the others their resolved files."""
-    weights = {"domain": str(paths.CLASSIFIER_WEIGHTS), **resolve_weights(params["score"])}
+    weights = {"domain": str(paths.CLASSIFIER_WEIGHTS), **resolved_weights(params["score"])}
     return [(EXTRACTORS[key], weights[key]) for key in params["score"]["extractors"]]
 
 

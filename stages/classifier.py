@@ -1,13 +1,15 @@
 """classifier stage: train the domain classifier that the domain metrics measure with."""
 
 from ganpipe.classifier import train_and_evaluate
+from ganpipe.distributed import gpu_lease
 from ganpipe.params import load_params
 from ganpipe.stage import run_stage
 
 
 def main() -> None:
     params = load_params()
-    metrics = train_and_evaluate(params)
+    with gpu_lease():  # several GPUs: hold a free one (ganpipe.distributed)
+        metrics = train_and_evaluate(params)
     val = metrics["val_accuracy"]
     kept = f"val accuracy {val:.4f} ({metrics['n_val']} images)" if val is not None else "no val images"
     print(

@@ -10,8 +10,9 @@ from ganpipe.stage import run_stage
 
 def main() -> None:
     params = load_params()
-    download(params["data"])
+    # Weights first: missing ones fail in seconds, before a dataset download of minutes.
     resolve_weights(params["score"])
+    download(params["data"])
 
 
 if __name__ == "__main__":

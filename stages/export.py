@@ -1,12 +1,14 @@
 """export stage: a labelled synthetic dataset (MedMNIST-layout npz + manifest) from the trained generator."""
 
+from ganpipe.distributed import gpu_lease
 from ganpipe.export import export
 from ganpipe.params import load_params
 from ganpipe.stage import run_stage
 
 
 def main() -> None:
-    manifest = export(load_params())
+    with gpu_lease():  # several GPUs: hold a free one (ganpipe.distributed)
+        manifest = export(load_params())
     if manifest["exported"]:
         counts = ", ".join(f"{split} {count}" for split, count in manifest["num_images"].items())
         print(f"export: data/export/{manifest['file']} ({counts})")

@@ -1,5 +1,6 @@
 """score stage: the metrics of the generated samples on every extractor of score.extractors."""
 
+from ganpipe.distributed import gpu_lease
 from ganpipe.params import load_params
 from ganpipe.score import score_samples
 from ganpipe.stage import run_stage
@@ -7,7 +8,8 @@ from ganpipe.stage import run_stage
 
 def main() -> None:
     params = load_params()
-    scores = score_samples(params)
+    with gpu_lease():  # several GPUs: hold a free one (ganpipe.distributed)
+        scores = score_samples(params)
     print(
         f"score: fid {scores['fid']:.3f}, is {scores['is_mean']:.3f}, "
         f"{scores['num_generated']} generated vs {scores['num_real']} real"

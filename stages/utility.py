@@ -1,12 +1,14 @@
 """utility stage: classifiers trained on synthetic, real and mixed data, tested on the real test split."""
 
+from ganpipe.distributed import gpu_lease
 from ganpipe.params import load_params
 from ganpipe.stage import run_stage
 from ganpipe.utility import measure_utility
 
 
 def main() -> None:
-    metrics = measure_utility(load_params())
+    with gpu_lease():  # several GPUs: hold a free one (ganpipe.distributed)
+        metrics = measure_utility(load_params())
     if metrics["skipped"]:
         print(f"utility: skipped ({metrics['skipped']})")
     else:

@@ -34,6 +34,7 @@ from ganpipe.features import (
     check_weights_file,
     create_extractor,
     resolve_weights,
+    resolved_weights,
     weights_cache_path,
 )
 from ganpipe.io import save_npz, write_json
@@ -120,8 +121,8 @@ class OfficialDinoV2(torch.nn.Module):
             y = ((q @ k.transpose(-2, -1)).softmax(dim=-1) @ v).transpose(1, 2).reshape(batch, -1, dim)
             x = x + s[b + "ls1.gamma"] * F.linear(y, s[b + "attn.proj.weight"], s[b + "attn.proj.bias"])
             y = F.layer_norm(x, (dim,), s[b + "norm2.weight"], s[b + "norm2.bias"], eps=1e-6)
-            y = F.linear(F.gelu(F.linear(y, s[b + "mlp.fc1.weight"], s[b + "mlp.fc1.bias"])), s[b + "mlp.fc2.weight"])
-            x = x + s[b + "ls2.gamma"] * (y + s[b + "mlp.fc2.bias"])
+            y = F.gelu(F.linear(y, s[b + "mlp.fc1.weight"], s[b + "mlp.fc1.bias"]))
+            x = x + s[b + "ls2.gamma"] * F.linear(y, s[b + "mlp.fc2.weight"], s[b + "mlp.fc2.bias"])
         return F.layer_norm(x, (dim,), s["norm.weight"], s["norm.bias"], eps=1e-6)[:, 0]
 
 
@@ -162,11 +163,16 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         ({"score__extractors": ["dinov2-vit-s-14"]}, ("lacks 'domain'", "FID during training")),
         ({"score__weights": {"domain": "x.pt"}}, ("score.weights.domain", "classifier stage")),
         ({"score__weights": {"dinov3": None}}, ("unknown key 'score.weights.dinov3'", "dinov2-vit-s-14")),
-        ({"score__weights": {"dinov2-vit-s-14": "nope.pth"}}, ("score.weights.dinov2-vit-s-14", "no such file")),
+        (
+            {"score__weights": {"dinov2-vit-s-14": "nope.pth"}},
+            ("score.weights.dinov2-vit-s-14", "no such file"),
+        ),
         ({"score__weights": ["nope.pth"]}, ("score.weights = ['nope.pth']", "mapping")),
     ],
 )
-def test_bad_extractor_params_refused_in_one_line(overrides: dict[str, Any], fragments: tuple[str, ...]) -> None:
+def test_bad_extractor_params_refused_in_one_line(
+    overrides: dict[str, Any], fragments: tuple[str, ...]
+) -> None:
     with pytest.raises(ParamsError) as error:
         validate(tiny_params(**overrides))
     message = str(error.value)
@@ -179,7 +185,8 @@ def test_extractor_params_accepted(tmp_path: Path) -> None:
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"")
     validate(tiny_params(score__extractors=["domain", "inception", "dinov2-vit-s-14"], score__weights={}))
-    validate(tiny_params(score__extractors=["inception", "domain"], score__weights={"inception": str(weights)}))
+    local = {"inception": str(weights)}
+    validate(tiny_params(score__extractors=["inception", "domain"], score__weights=local))
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())["score"]
     assert defaults["extractors"] == ["domain"]
     # Every downloadable extractor has its key in params.yaml, so `dvc exp run -S` can set it.
@@ -213,20 +220,26 @@ def test_missing_weights_fail_fast_offline_with_the_fix(key: str, offline: Path)
     assert "\n" not in message and message.startswith(f"{key} weights could not be downloaded")
     cache = weights_cache_path(extractor)
     assert cache.parent.is_relative_to(offline)
-    for hint in (extractor.weights_url, str(cache), f"score.weights.{key}", f"remove {key} from score.extractors"):
+    fixes = (extractor.weights_url, str(cache), f"score.weights.{key}", f"remove {key} from score.extractors")
+    for hint in fixes:
         assert hint in message
     assert not any(cache.parent.glob("*"))  # no partial download left behind
 
 
 def test_weights_order_local_then_cache(offline: Path, dinov2_s_weights: tuple[Path, Any]) -> None:
-    """The local-path param wins; else a file in torch's cache is used without any download."""
+    """The local-path param wins; else a file in torch's cache is used without any download. The
+    reference and score stages find the same file, and never download it themselves."""
     path, _ = dinov2_s_weights
     key = "dinov2-vit-s-14"
-    assert resolve_weights({"extractors": ["domain", key], "weights": {key: str(path)}}) == {key: str(path)}
+    local = {"extractors": ["domain", key], "weights": {key: str(path)}}
+    assert resolve_weights(local) == resolved_weights(local) == {key: str(path)}
+    cached = {"extractors": [key, "domain"], "weights": {}}
+    with pytest.raises(GanpipeError, match="run `dvc repro download` first"):
+        resolved_weights(cached)
     cache = weights_cache_path(EXTRACTORS[key])
     cache.parent.mkdir(parents=True)
     cache.write_bytes(path.read_bytes())
-    assert resolve_weights({"extractors": [key, "domain"], "weights": {}}) == {key: str(cache)}
+    assert resolve_weights(cached) == resolved_weights(cached) == {key: str(cache)}
 
 
 @pytest.mark.parametrize("key", list(DINOV2_SHAPES))
@@ -269,7 +282,8 @@ def test_dinov2_matches_torch_fidelity_given_the_same_weights(
     theirs = FeatureExtractorDinoV2("dinov2-vit-s-14", ["dinov2"])
     ours = create_extractor(EXTRACTORS["dinov2-vit-s-14"], path, CPU)
     rng = np.random.RandomState(0)
-    gray = np.repeat(rng.randint(0, 256, (1, 1, 28, 28), dtype=np.uint8), 3, axis=1)  # as torch-fidelity gets it
+    # Grayscale reaches the extractors repeated to 3 channels.
+    gray = np.repeat(rng.randint(0, 256, (1, 1, 28, 28), dtype=np.uint8), 3, axis=1)
     rgb = rng.randint(0, 256, (1, 3, 28, 28), dtype=np.uint8)
     images = torch.from_numpy(np.concatenate([gray, rgb]))
     with torch.no_grad():
@@ -312,14 +326,16 @@ def test_domain_and_dinov2_scores_end_to_end(
 
     meta = score.compute_reference(params)
     entry = meta["extractors"]["dinov2-vit-s-14"]
-    assert (entry["name"], entry["dim"], entry["resizer"]) == ("ganpipe-dinov2-vit-s-14", 384, "tf1x-bilinear-to-224")
+    assert (entry["name"], entry["dim"]) == ("ganpipe-dinov2-vit-s-14", 384)
+    assert entry["resizer"] == "tf1x-bilinear-to-224"
     assert entry["input_range"] == EXTRACTORS["dinov2-vit-s-14"].input_range
     assert math.isfinite(entry["fid_noise_floor"]) and math.isfinite(entry["kid_noise_floor"])
     with np.load(paths.REFERENCE_DIR / "dinov2-vit-s-14.npz") as reference:
         assert reference["features"].shape == (16, 384)
 
     key_sets = []
-    for generated in (rng.randint(0, 256, (16, 1, 28, 28), dtype=np.uint8), np.zeros((16, 1, 28, 28), np.uint8)):
+    noise = rng.randint(0, 256, (16, 1, 28, 28), dtype=np.uint8)
+    for generated in (noise, np.zeros((16, 1, 28, 28), np.uint8)):
         save_npz(paths.SAMPLES, images=generated)
         scores = score.score_samples(params)
         assert json.loads(paths.SCORES.read_text()) == scores
