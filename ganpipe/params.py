@@ -98,6 +98,14 @@ def readable_path(key: str, value: Any) -> None:
         raise ParamsError(f"params.yaml: {key} = {value!r}: not readable; check its permissions")
 
 
+def augment_policy(key: str, value: Any) -> None:
+    from ganpipe.augment import POLICIES
+
+    distinct = isinstance(value, list) and len(set(map(str, value))) == len(value)
+    if not (distinct and all(op in POLICIES for op in value)):
+        _fail(key, value, f"a list of distinct DiffAugment ops among {', '.join(POLICIES)} ([] is off)")
+
+
 def betas(key: str, value: Any) -> None:
     if not (isinstance(value, list) and len(value) == 2 and all(_is_number(b) and 0 <= b < 1 for b in value)):
         _fail(key, value, "a list of two numbers in [0, 1), e.g. [0.5, 0.999]")
@@ -143,6 +151,7 @@ SCHEMA: dict[str, Any] = {
         "epochs": integer(1),
         "max_steps": optional(integer(1)),
         "batch_size": integer(2, 65536),
+        "world_size": integer(1, 1024),
         "checkpoint_every": integer(1),
         "checkpoint_dir": string,
         "eval_every": optional(integer(1)),
@@ -150,6 +159,7 @@ SCHEMA: dict[str, Any] = {
         "compile": boolean,
         "cuda_graphs": boolean,
         "tensorboard": boolean,
+        "augment": augment_policy,
     },
     "classifier": {
         "epochs": integer(1, 1000),

@@ -31,6 +31,7 @@ STREAMS = (
     "train.weights",  # GAN initial weights and dropout (global torch, numpy and python RNGs)
     "train.noise",  # GAN training noise and penalty mixing weights (checkpointed)
     "train.order",  # GAN data order, per epoch
+    "train.rank",  # data-parallel training: each rank's global RNGs (dropout), per rank
     "train.fixed_noise",  # the 16 fixed-noise samples of the epoch-progression grid
     "train.eval_noise",  # FID-during-training samples, per epoch
     "sample.noise",  # the scored samples

@@ -31,6 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ganpipe import paths
+from ganpipe.augment import DiffAugment
 from ganpipe.checkpoint import load_checkpoint, prepare_checkpoint_dir
 from ganpipe.deps import code_digest
 from ganpipe.device import resolve_device
@@ -130,14 +131,14 @@ class Run:
         device: torch.device,
         channels: int,
         size: int,
-        prior: torch.Tensor | None = None,
+        prior: torch.Tensor,
     ) -> None:
         self.cfg = model_config(params)
         self.device = device
         seed = params["seed"]
         # The training split's class frequencies (n_classes,): conditional runs draw labels from it.
-        self.class_prior = prior if prior is not None else torch.ones(1, dtype=torch.float64)
-        n_classes = len(self.class_prior)
+        self.class_prior = prior
+        n_classes = len(prior)
         self.conditional = is_conditional(self.cfg)
         seed_globals(seed, "train.weights")  # weight init and dropout draw from the global RNGs
         generator, critic = build_models(self.cfg, params["arch"], channels, size, n_classes)
@@ -235,9 +236,7 @@ class Steps:
 
     WARMUP_STEPS = 3  # eager steps before capture (lazy optimizer state, cuDNN autotuning)
 
-    def __init__(
-        self, run: Run, params: dict[str, Any], images: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> None:
+    def __init__(self, run: Run, params: dict[str, Any], images: torch.Tensor, labels: torch.Tensor) -> None:
         cfg, train_cfg, device = run.cfg, params["train"], run.device
         batch, nz = train_cfg["batch_size"], params["arch"]["nz"]
         self.run, self.images, self.loss = run, images, LOSSES[cfg["loss"]]
@@ -257,12 +256,15 @@ class Steps:
         self.conditional, self.acgan = run.conditional, cfg.get("conditional") == "acgan"
         self.acgan_weight = cfg.get("acgan_weight", 0.0)
         if self.conditional:
-            if labels is None:
-                raise ValueError("a conditional model needs the training labels")
-            self.labels = labels
+            self.labels = labels  # int64 (N,) on the device, beside self.images
             self.prior = run.class_prior.to(device=device, dtype=torch.float32)
             self.real_labels = torch.zeros(batch, dtype=torch.int64, device=device)
             self.gen_labels = torch.zeros(batch, dtype=torch.int64, device=device)
+        # DiffAugment (train.augment): T on every critic input; its random parameters are drawn from
+        # run.noise into fixed buffers before each update, like the noise (ganpipe.augment).
+        policy, side = train_cfg["augment"], images.shape[-1]
+        self.augment_critic = DiffAugment(policy, 2 * batch, side, device) if policy else None
+        self.augment_generator = DiffAugment(policy, batch, side, device) if policy else None
         self.generator, self.critic = run.generator, run.critic
         if train_cfg["compile"]:
             self.generator, self.critic = torch.compile(run.generator), torch.compile(run.critic)
@@ -284,6 +286,8 @@ class Steps:
         if with_penalty:
             # Drawn only on penalty steps, after z: with gp_every 1 the draws are the same as ever.
             self.alpha.uniform_(generator=self.run.noise)
+        if self.augment_critic is not None:
+            self.augment_critic.draw(self.run.noise)
         self.last_critic = "critic_gp" if with_penalty else "critic"
         self._execute(self.last_critic, lambda: self._critic_update(with_penalty))
 
@@ -294,6 +298,8 @@ class Steps:
             torch.multinomial(
                 self.prior, len(self.gen_labels), True, generator=self.run.noise, out=self.gen_labels
             )
+        if self.augment_generator is not None:
+            self.augment_generator.draw(self.run.noise)
         self._execute("generator", self._generator_update)
 
     def read_losses(self) -> tuple[float, float, float, float | None, bool]:
@@ -334,6 +340,12 @@ class Steps:
             # Real and fake in one batch: the critic has no batch norm, so this is the same function.
             both = torch.cat([real, fake.to(real.dtype)])
             batch = real.shape[0]
+            if self.augment_critic is not None:
+                # DiffAugment: the critic compares the augmented distributions T(real) and T(fake), so
+                # its gradient penalty is taken where it is evaluated, on interpolates between the
+                # augmented reals and fakes (no third, unaugmented pass through T).
+                both = self.augment_critic(both)
+                real, fake = both[:batch], both[batch:]
             if not self.conditional:
                 scores = self.critic(both).float()
             elif self.acgan:
@@ -370,16 +382,16 @@ class Steps:
         run = self.run
         run.critic.requires_grad_(False)  # the generator step needs no critic weight gradients
         with self.autocast:
-            if not self.conditional:
-                loss_g = self.loss.generator(self.critic(self.generator(self.z_generator)).float())
-            elif self.acgan:
-                fake = self.generator(self.z_generator, self.gen_labels)
+            labels = (self.gen_labels,) if self.conditional else ()
+            fake = self.generator(self.z_generator, *labels)
+            if self.augment_generator is not None:
+                fake = self.augment_generator(fake)  # the same T as the critic steps, new draws
+            if self.acgan:
                 scores, logits = self.critic(fake, self.gen_labels, aux=True)
                 loss_g = self.loss.generator(scores.float())
                 loss_g = loss_g + self.acgan_weight * F.cross_entropy(logits.float(), self.gen_labels)
             else:
-                fake = self.generator(self.z_generator, self.gen_labels)
-                loss_g = self.loss.generator(self.critic(fake, self.gen_labels).float())
+                loss_g = self.loss.generator(self.critic(fake, *labels).float())
         run.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         run.opt_g.step()

@@ -1,6 +1,8 @@
 """train stage: fit the GAN that `model` selects; weights, loss log, epoch samples, metrics/train.json."""
 
-from ganpipe.distributed import gpu_lease
+import sys
+
+from ganpipe.distributed import gpu_lease, launch, launched
 from ganpipe.params import load_params
 from ganpipe.stage import run_stage
 from ganpipe.train import train
@@ -8,8 +10,13 @@ from ganpipe.train import train
 
 def main() -> None:
     params = load_params()
-    # Several GPUs: hold a free one (ganpipe.distributed); a CPU run leases none.
-    with gpu_lease(enabled=params["train"]["device"] != "cpu"):
+    world_size, on_gpu = params["train"]["world_size"], params["train"]["device"] != "cpu"
+    # Several GPUs: hold free ones (ganpipe.distributed); a CPU run leases none. The ranks of a
+    # data-parallel run inherit this process's lease.
+    with gpu_lease(enabled=on_gpu, wanted=world_size):
+        if world_size > 1 and not launched():
+            # This process only starts the ranks: torchrun runs this script world_size times.
+            sys.exit(launch(world_size, __file__))
         train(params)
 
 

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +107,19 @@ def repo_copy(tmp_path: Path) -> Path:
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", "pipeline"], repo)
     return repo
+
+
+@pytest.fixture(scope="session")
+def processed_digits(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """`processed_digits(channels=1, size=28)`: preprocessed TINY digits, made once per session."""
+    from training import make_processed
+
+    made: dict[tuple[int, int], Path] = {}
+
+    def get(channels: int = 1, size: int = 28) -> Path:
+        if (channels, size) not in made:
+            root = tmp_path_factory.mktemp(f"digits_{channels}_{size}")
+            made[(channels, size)] = make_processed(root, channels, size)
+        return made[(channels, size)]
+
+    return get

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
+from conftest import tiny_params
+from training import TRAIN_OUTPUTS, assert_resume_after_kill_is_bit_identical, train_in
 
+from ganpipe import paths
 from ganpipe.augment import DRAWS, DiffAugment
+from ganpipe.errors import ParamsError
+from ganpipe.params import validate
 
 
 def _augment(policy: list[str], uniform: list[float], batch: int = 1, side: int = 16) -> DiffAugment:
@@ -82,3 +90,33 @@ def test_gradient_penalty_differentiates_through_every_op() -> None:
 def test_unknown_ops_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown DiffAugment ops"):
         DiffAugment(["colour"], 1, 16, "cpu")
+
+
+# --- in the training loop ------------------------------------------------------------------------------
+
+
+def _augmented_params(**overrides: Any) -> dict[str, Any]:
+    settings = {"model": "wgan_gp", "train__augment": ["color", "translation", "cutout"], **overrides}
+    params = validate(tiny_params(**settings))
+    params["models"]["wgan_gp"].update(dropout_d=0.2, ema_decay=0.9)
+    return params
+
+
+def test_augmented_training_is_bit_identical_and_differs_from_plain(processed_digits, tmp_path: Path) -> None:
+    runs = [train_in(tmp_path / name, processed_digits(), _augmented_params()) for name in ("a", "b")]
+    assert runs[0]["loss_d"] == runs[1]["loss_d"]
+    for output in TRAIN_OUTPUTS:
+        assert (tmp_path / "a" / output).read_bytes() == (tmp_path / "b" / output).read_bytes(), output
+    train_in(tmp_path / "plain", processed_digits(), _augmented_params(train__augment=[]))
+    assert (tmp_path / "a" / paths.CRITIC).read_bytes() != (tmp_path / "plain" / paths.CRITIC).read_bytes()
+
+
+def test_augmented_training_resumes_exactly_after_kill(processed_digits, tmp_path: Path) -> None:
+    params = _augmented_params(arch__ngf=32, arch__ndf=32, train__epochs=4, train__checkpoint_every=3)
+    assert_resume_after_kill_is_bit_identical(tmp_path, processed_digits(), params)
+
+
+@pytest.mark.parametrize("bad", [["colour"], ["color", "color"], "color", [1]])
+def test_augment_policy_is_validated(bad: Any) -> None:
+    with pytest.raises(ParamsError, match=r"train\.augment = .* among color, translation, cutout"):
+        validate(tiny_params(train__augment=bad))

@@ -63,7 +63,7 @@ def test_parallel_workers_get_distinct_gpus_wait_when_all_are_taken_and_survive_
         os.kill(victim, signal.SIGKILL)
         pid, index = results.get(timeout=10)
         assert (pid, index) == (waiter.pid, 1)
-        assert "got GPU 1" in capfd.readouterr().err
+        assert "GPU lease: GPU 1 (cuda:1) after waiting" in capfd.readouterr().err
     finally:
         for worker in workers:
             if worker.is_alive():
@@ -73,18 +73,23 @@ def test_parallel_workers_get_distinct_gpus_wait_when_all_are_taken_and_survive_
 
 def test_lease_names_the_gpu_for_the_device_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(distributed.GPU_COUNT_ENV, "2")
-    with distributed.gpu_lease() as first:
-        assert first == [0] and os.environ[distributed.LEASE_ENV] == "0"
-        with distributed.gpu_lease() as second:  # another worker meanwhile: the other GPU
-            assert second == [1] and os.environ[distributed.LEASE_ENV] == "1"
+    other_worker, held = distributed.acquire_gpus(1, distributed.visible_gpus())  # takes GPU 0
+    try:
+        with distributed.gpu_lease() as leased:
+            assert other_worker == [0] and leased == [1]
+            assert os.environ[distributed.LEASE_ENV] == "1"
             with monkeypatch.context() as patch:
                 patch.setattr(torch.cuda, "is_available", lambda: True)
                 assert resolve_device("auto") == torch.device("cuda", 1)
                 assert resolve_device("cuda") == torch.device("cuda", 1)
                 assert resolve_device("cpu") == torch.device("cpu")
-        assert os.environ[distributed.LEASE_ENV] == "0"
+            # A process started inside the lease inherits it and takes no second GPU.
+            with distributed.gpu_lease() as inherited:
+                assert inherited == [1]
+    finally:
+        distributed.release_gpus(held)
     assert distributed.LEASE_ENV not in os.environ
-    with distributed.gpu_lease() as again:  # released on exit: the lowest GPU is free again
+    with distributed.gpu_lease() as again:  # both released: the lowest GPU is free again
         assert again == [0]
 
 

@@ -1,0 +1,85 @@
+"""Helpers shared by the training tests: processed digits made once per session, a training run in
+a folder of its own, and the kill -9 / resume check every training feature must pass."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from conftest import REPO, tiny_params
+
+from ganpipe import paths
+from ganpipe.data import download, preprocess
+from ganpipe.train import train
+
+# What a finished train stage writes that must not depend on an interruption.
+TRAIN_OUTPUTS = (paths.GENERATOR, paths.CRITIC, paths.EPOCH_SAMPLES, paths.LOSSES_TSV)
+
+
+def make_processed(root: Path, channels: int = 1, size: int = 28) -> Path:
+    """Preprocessed digits (TINY settings) under `root`, through the data stage functions."""
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        params = tiny_params(data__channels=channels, data__image_size=size)
+        download(params["data"])
+        preprocess(params)
+    finally:
+        os.chdir(cwd)
+    return root / paths.PROCESSED_DIR
+
+
+def train_in(root: Path, processed_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Run `train(params)` in `root` (created) on a copy of `processed_dir`; return train.json."""
+    shutil.copytree(processed_dir, root / paths.PROCESSED_DIR)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        return train(params)
+    finally:
+        os.chdir(cwd)
+
+
+def _stage_dir(root: Path, processed_dir: Path, params: dict[str, Any]) -> Path:
+    shutil.copytree(processed_dir, root / paths.PROCESSED_DIR)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def assert_resume_after_kill_is_bit_identical(
+    tmp_path: Path, processed_dir: Path, params: dict[str, Any], outputs: tuple[Path, ...] = TRAIN_OUTPUTS
+) -> None:
+    """Train once uninterrupted; train again, kill -9 the stage after its first checkpoint and rerun it:
+    every file of `outputs` must be byte-identical. `params` should make a run last a few seconds."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), CI="1")
+    command = [sys.executable, str(REPO / "stages" / "train.py")]
+    whole = _stage_dir(tmp_path / "whole", processed_dir, params)
+    subprocess.run(command, cwd=whole, env=env, check=True, capture_output=True)
+
+    killed = _stage_dir(tmp_path / "killed", processed_dir, params)
+    process = subprocess.Popen(
+        command, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    checkpoints = killed / params["train"]["checkpoint_dir"]
+    deadline = time.monotonic() + 120
+    while (
+        not list(checkpoints.rglob("checkpoint.pt"))
+        and process.poll() is None
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)  # kill -9: no handler, no cleanup
+    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / paths.TRAIN_METRICS).exists()
+
+    resumed = subprocess.run(command, cwd=killed, env=env, check=True, capture_output=True, text=True)
+    assert "resuming from" in resumed.stderr
+    for output in outputs:
+        assert (whole / output).read_bytes() == (killed / output).read_bytes(), output
