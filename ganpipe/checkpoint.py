@@ -20,6 +20,7 @@ never executed and never silently set aside: the user must look at it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -66,7 +67,8 @@ def _first_line(exc: BaseException) -> str:
 def set_aside(path: Path, reason: str) -> Path:
     """Rename an unreadable checkpoint out of the way (replacing an earlier one) and warn in one line."""
     aside = path.with_name(path.name + CORRUPT_SUFFIX)
-    os.replace(path, aside)
+    with contextlib.suppress(FileNotFoundError):  # another rank of a data-parallel run moved it first
+        os.replace(path, aside)
     print(
         f"warning: {path}: unreadable checkpoint ({reason}); moved to {aside}, starting this run afresh",
         file=sys.stderr,

@@ -225,9 +225,9 @@ def train_classifier(
     # images still get a few hundred updates (one pass of a 128 batch is one step).
     passes = max(1, -(-MIN_STEPS_PER_EPOCH * batch_size // len(train_images)))
     steps_per_epoch = -(-passes * len(train_images) // batch_size)
-    # One cycle: warm up for the first 20% of the steps, then cosine-anneal to lr / 1e4. Annealing to
-    # almost zero lets the last epochs settle into a flat minimum; the warm-up keeps a large peak
-    # learning rate from wrecking the freshly initialised batch-norm statistics.
+    # One cycle: warm up from lr / 25 over the first 20% of the steps, then cosine-anneal to almost
+    # zero (lr / 2.5e5). The annealed last epochs settle, so the best val epoch is usually a late
+    # one; the warm-up keeps the peak learning rate from wrecking the freshly initialised network.
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.2
     )

@@ -212,8 +212,9 @@ def gpu_lease(enabled: bool = True, wanted: int = 1) -> Iterator[list[int]]:
 #
 # The train stage re-runs itself as `python -m torch.distributed.run --standalone
 # --nproc-per-node=<world_size> stages/train.py` (`launch`); each rank then calls `setup`, trains on
-# its slice of every global batch and rank 0 alone writes. World size 1 never comes here: the loop
-# runs exactly as before. The loop only asks this module "which slice am I, am I rank 0?".
+# its slice of every global batch and rank 0 alone writes. With world size 1 the helpers the loop
+# calls are identities and it runs exactly as before (bit-identical outputs, checked). The loop only
+# asks this module "which slice am I, am I rank 0?".
 
 
 @dataclass(frozen=True)
@@ -265,10 +266,10 @@ _TORCHRUN = (
 def launch(world_size: int, script: str) -> int:
     """Run `script` as `world_size` ranks on this node with torchrun; return the group's exit status.
 
-    Multi-node: run the same command on every node with `--nnodes=N --rdzv-backend=c10d
-    --rdzv-endpoint=<host>:<port>` instead of `--standalone` (README "Scaling out"). A rank that
-    fails with a ganpipe error prints `error: ...`; that line alone is repeated here (once, not once
-    per rank, and without torchrun's failure report), with the rank's exit status.
+    Multi-node: start torchrun by hand on every node (README "Scaling out"); the ranks it starts skip
+    this launch (`launched`). A rank that fails with a ganpipe error prints `error: ...`; that line
+    alone is repeated here (once, not once per rank, and without torchrun's failure report), with
+    the rank's exit status. The ranks' stderr is held until the end for that reason.
     """
     command = [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc-per-node={world_size}", script]
     result = subprocess.run(command, stderr=subprocess.PIPE, text=True, check=False)
@@ -281,8 +282,8 @@ def launch(world_size: int, script: str) -> int:
     return result.returncode
 
 
-def setup(device_name: str) -> tuple[Ranks, torch.device]:
-    """Join the torchrun group (NCCL on GPUs, gloo on CPU); this rank's device."""
+def setup(device_name: str, world_size: int) -> tuple[Ranks, torch.device]:
+    """Join the torchrun group (NCCL on GPUs, gloo on CPU) of `world_size` ranks; this rank's device."""
     global _RANKS
     if not launched():
         raise GanpipeError(
@@ -291,6 +292,11 @@ def setup(device_name: str) -> tuple[Ranks, torch.device]:
         )
     _die_with_parent()  # a rank never outlives torchrun (it does not outlive the stage either)
     world = int(os.environ["WORLD_SIZE"])
+    if world != world_size:  # a torchrun started by hand (multi-node) with another rank count
+        raise ParamsError(
+            f"params.yaml: train.world_size = {world_size} but torchrun started {world} ranks; "
+            f"set train.world_size={world}"
+        )
     _RANKS = Ranks(int(os.environ["RANK"]), world, int(os.environ["LOCAL_RANK"]))
     device = resolve_device(device_name)
     if device.type == "cuda":

@@ -95,6 +95,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_processed(*digits_28())
         train_and_evaluate(metric_params())
         score.compute_reference(metric_params())
+        score.compute_train_reference(metric_params())
     return root
 
 
@@ -319,15 +320,24 @@ def test_score_refuses_a_stale_reference(in_workspace: Path) -> None:
         score.score_samples(metric_params(score__num_real=NUM_REAL - 1))
 
 
-def test_domain_fid_for_training(in_workspace: Path, real_scores: tuple[dict[str, Any], list[str]]) -> None:
-    """Same number as the score stage's fid for the same images; cached; the global RNG untouched."""
+def test_domain_fid_for_training(in_workspace: Path) -> None:
+    """Against the FID-during-training reference (data/train_reference), not the scoring one; cached;
+    the global RNG untouched."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
     rng_state = torch.get_rng_state()
     fid_real = score.domain_fid(real_half(), CPU)
     module = next(iter(score._DOMAIN_CACHE.values()))[0]
     fid_noise = score.domain_fid(noise(200), CPU)
     assert next(iter(score._DOMAIN_CACHE.values()))[0] is module
     assert torch.equal(rng_state, torch.get_rng_state())
-    assert math.isclose(fid_real, real_scores[0]["fid"], rel_tol=1e-6)
+    features = extract_features(module, real_half(), 250, CPU)[EXTRACTORS["domain"].feature_layer]
+    with np.load(score.TRAIN_REFERENCE) as train_reference:
+        stats = fid_features_to_statistics(features)
+        expected = fid_statistics_to_metric(stats, dict(train_reference), False)["frechet_inception_distance"]
+    assert math.isclose(fid_real, expected, rel_tol=1e-6)
+    meta = json.loads(score.TRAIN_REFERENCE_META.read_text())
+    assert meta["num_real"] == metric_params()["score"]["train_samples"]
     assert fid_real < 0.05 * fid_noise
 
 
