@@ -2,56 +2,30 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import REPO, set_params, tiny_params
+from conftest import set_params, tiny_params
+from training import TRAIN_OUTPUTS, assert_resume_after_kill_is_bit_identical, train_in
 
 import ganpipe.train
 from ganpipe import paths
-from ganpipe.data import download, preprocess
 from ganpipe.errors import ParamsError
 from ganpipe.losses import LOSSES, register_loss, wasserstein_critic, wasserstein_generator
 from ganpipe.params import validate
 from ganpipe.streams import torch_generator
-from ganpipe.train import is_penalty_step, train
+from ganpipe.train import is_penalty_step
 
 TRAINED = ("generator.pt", "critic.pt", "generator_ema.pt", "epoch_samples.npz")
 
 
-@pytest.fixture(scope="module")
-def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Preprocessed 1-channel 28 px digits, made once through the data stage functions."""
-    root = tmp_path_factory.mktemp("digits_lazy_gp")
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        params = tiny_params(data__channels=1)
-        download(params["data"])
-        preprocess(params)
-    finally:
-        os.chdir(cwd)
-    return root / paths.PROCESSED_DIR
-
-
-def _train_in(root: Path, processed_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
-    shutil.copytree(processed_dir, root / paths.PROCESSED_DIR)
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        return train(params)
-    finally:
-        os.chdir(cwd)
+@pytest.fixture
+def processed(processed_digits: Callable[..., Path]) -> Path:
+    return processed_digits()
 
 
 def _losses(root: Path) -> list[dict[str, str]]:
@@ -122,7 +96,7 @@ def test_penalty_weight_is_lambda_k_on_every_kth_step(
         counted = {**params["models"]["wgan_gp"], "loss": "counting", "gp_every": gp_every}
         params["models"]["counted"] = counted
         params = validate(params)
-        _train_in(tmp_path, processed, params)
+        train_in(tmp_path, processed, params)
     finally:
         del LOSSES["counting"]
 
@@ -148,7 +122,7 @@ def test_losses_tsv_logs_the_latest_penalty(processed: Path, tmp_path: Path) -> 
     # n_critic 1: one log row per critic step, so every step's logged values can be checked.
     params = tiny_params(model="wgan_gp", train__max_steps=12)
     params["models"]["wgan_gp"].update(n_critic=1, gp_every=3)
-    metrics = _train_in(tmp_path, processed, validate(params))
+    metrics = train_in(tmp_path, processed, validate(params))
 
     rows = _losses(tmp_path)
     assert [int(row["step"]) for row in rows] == list(range(1, 13))
@@ -168,15 +142,15 @@ def test_same_seed_gives_bit_identical_weights_with_lazy_penalty(processed: Path
     params = tiny_params(model="wgan_gp")
     params["models"]["wgan_gp"].update(gp_every=3, dropout_d=0.2, ema_decay=0.9)
     params = validate(params)
-    _train_in(tmp_path / "a", processed, params)
-    _train_in(tmp_path / "b", processed, params)
+    train_in(tmp_path / "a", processed, params)
+    train_in(tmp_path / "b", processed, params)
     first, second = tmp_path / "a", tmp_path / "b"
     for name in TRAINED:
         assert (first / paths.TRAIN_DIR / name).read_bytes() == (second / paths.TRAIN_DIR / name).read_bytes()
     assert (first / paths.LOSSES_TSV).read_text() == (second / paths.LOSSES_TSV).read_text()
 
     params["models"]["wgan_gp"]["gp_every"] = 1  # the setting does change what is trained
-    _train_in(tmp_path / "c", processed, params)
+    train_in(tmp_path / "c", processed, params)
     assert (first / paths.CRITIC).read_bytes() != (tmp_path / "c" / paths.CRITIC).read_bytes()
 
 
@@ -187,35 +161,5 @@ def test_resume_after_kill_is_bit_identical_with_lazy_penalty(processed: Path, t
         model="wgan_gp", arch__ngf=32, arch__ndf=32, train__epochs=4, train__checkpoint_every=4
     )
     params["models"]["wgan_gp"].update(gp_every=3, dropout_d=0.2, ema_decay=0.95)
-    env = dict(os.environ, PYTHONPATH=str(REPO), CI="1")
-    command = [sys.executable, str(REPO / "stages" / "train.py")]
-
-    def stage_dir(root: Path) -> Path:
-        shutil.copytree(processed, root / paths.PROCESSED_DIR)
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        return root
-
-    whole = stage_dir(tmp_path / "whole")
-    subprocess.run(command, cwd=whole, env=env, check=True, capture_output=True)
-
-    killed = stage_dir(tmp_path / "killed")
-    process = subprocess.Popen(
-        command, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    checkpoints = killed / params["train"]["checkpoint_dir"]
-    deadline = time.monotonic() + 120
-    while (
-        not list(checkpoints.rglob("checkpoint.pt"))
-        and process.poll() is None
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)  # kill -9: no handler, no cleanup
-    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (killed / paths.TRAIN_METRICS).exists()
-
-    resumed = subprocess.run(command, cwd=killed, env=env, check=True, capture_output=True, text=True)
-    assert "resuming from" in resumed.stderr
-    for name in TRAINED:
-        assert (whole / paths.TRAIN_DIR / name).read_bytes() == (killed / paths.TRAIN_DIR / name).read_bytes()
-    assert (whole / paths.LOSSES_TSV).read_text() == (killed / paths.LOSSES_TSV).read_text()
+    outputs = (*TRAIN_OUTPUTS, paths.GENERATOR_EMA)
+    assert_resume_after_kill_is_bit_identical(tmp_path, processed, params, outputs)

@@ -5,21 +5,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import REPO, tiny_params
+from conftest import tiny_params
+from training import TRAIN_OUTPUTS, assert_resume_after_kill_is_bit_identical, train_in
 
 from ganpipe import paths
-from ganpipe.data import download, preprocess
 from ganpipe.errors import GanpipeError, ParamsError
 from ganpipe.io import load_torch
 from ganpipe.losses import LOSSES, register_loss, wasserstein_critic, wasserstein_generator
@@ -29,25 +25,6 @@ from ganpipe.train import run_key, train
 
 MODELS = ("wgan", "wgan_gp", "lsgan", "dcgan", "hinge")
 TIMING_KEYS = {"wall_time_s", "train_time_s", "critic_images_per_s"}
-
-
-@pytest.fixture(scope="module")
-def processed(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[int, int], Path]:
-    """Preprocessed digits for each (channels, size), made once through the data stage functions."""
-    made = {}
-    for channels in (1, 3):
-        for size in (28, 64):
-            root = tmp_path_factory.mktemp(f"digits_{channels}_{size}")
-            cwd = os.getcwd()
-            os.chdir(root)
-            try:
-                params = tiny_params(data__channels=channels, data__image_size=size)
-                download(params["data"])
-                preprocess(params)
-            finally:
-                os.chdir(cwd)
-            made[(channels, size)] = root / paths.PROCESSED_DIR
-    return made
 
 
 def _workdir(tmp_path: Path, processed_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -60,9 +37,14 @@ def _workdir(tmp_path: Path, processed_dir: Path, monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize("channels", (1, 3))
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_trains(
-    model: str, channels: int, size: int, processed: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model: str,
+    channels: int,
+    size: int,
+    processed_digits: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _workdir(tmp_path, processed[(channels, size)], monkeypatch)
+    _workdir(tmp_path, processed_digits(channels, size), monkeypatch)
     params = validate(
         tiny_params(
             model=model,
@@ -92,21 +74,11 @@ def test_every_model_trains(
         assert list(Path("runs").rglob("events.out.tfevents.*"))
 
 
-def _train_in(root: Path, processed_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
-    shutil.copytree(processed_dir, root / paths.PROCESSED_DIR)
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        return train(params)
-    finally:
-        os.chdir(cwd)
-
-
-def test_same_seed_gives_bit_identical_weights(processed: dict, tmp_path: Path) -> None:
+def test_same_seed_gives_bit_identical_weights(processed_digits: Callable[..., Path], tmp_path: Path) -> None:
     params = validate(tiny_params(model="wgan_gp"))
     params["models"]["wgan_gp"].update(dropout_d=0.2, ema_decay=0.9)
-    first = _train_in(tmp_path / "a", processed[(1, 28)], params)
-    second = _train_in(tmp_path / "b", processed[(1, 28)], params)
+    first = train_in(tmp_path / "a", processed_digits(1, 28), params)
+    second = train_in(tmp_path / "b", processed_digits(1, 28), params)
 
     for name in ("generator.pt", "critic.pt", "generator_ema.pt", "epoch_samples.npz"):
         assert (tmp_path / "a/data/train" / name).read_bytes() == (
@@ -116,14 +88,14 @@ def test_same_seed_gives_bit_identical_weights(processed: dict, tmp_path: Path) 
         k: v for k, v in second.items() if k not in TIMING_KEYS
     }
     other_seed = validate(tiny_params(model="wgan_gp", seed=1))
-    _train_in(tmp_path / "c", processed[(1, 28)], other_seed)
+    train_in(tmp_path / "c", processed_digits(1, 28), other_seed)
     assert (tmp_path / "a/data/train/critic.pt").read_bytes() != (
         tmp_path / "c/data/train/critic.pt"
     ).read_bytes()
 
 
 def test_nan_loss_stops_within_one_step_and_keeps_checkpoint(
-    processed: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    processed_digits: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = {"critic": 0}
 
@@ -134,7 +106,7 @@ def test_nan_loss_stops_within_one_step_and_keeps_checkpoint(
 
     register_loss("exploding", exploding_critic, wasserstein_generator)
     try:
-        _workdir(tmp_path, processed[(1, 28)], monkeypatch)
+        _workdir(tmp_path, processed_digits(1, 28), monkeypatch)
         params = tiny_params(model="boom", train__checkpoint_every=2)
         params["models"]["boom"] = {**params["models"]["lsgan"], "loss": "exploding", "n_critic": 1}
         params = validate(params)
@@ -155,9 +127,9 @@ class _Payload:
 
 
 def test_checkpoint_with_pickled_payload_is_refused(
-    processed: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    processed_digits: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _workdir(tmp_path, processed[(1, 28)], monkeypatch)
+    _workdir(tmp_path, processed_digits(1, 28), monkeypatch)
     params = validate(tiny_params(model="wgan"))
     from ganpipe.io import file_md5  # the key is a hash of params, data and code
 
@@ -197,50 +169,23 @@ def test_option_conflicts_are_refused(overrides: dict[str, Any], message: str) -
     ],
 )
 def test_training_options_checked_before_training(
-    overrides: dict[str, Any], message: str, processed: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    overrides: dict[str, Any],
+    message: str,
+    processed_digits: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _workdir(tmp_path, processed[(1, 28)], monkeypatch)
+    _workdir(tmp_path, processed_digits(1, 28), monkeypatch)
     with pytest.raises(GanpipeError, match=message):  # ParamsError (exit 2) is a GanpipeError
         train(validate(tiny_params(**overrides)))
     assert not paths.TRAIN_DIR.exists()
 
 
-def _stage_dir(root: Path, processed_dir: Path, params: dict[str, Any]) -> Path:
-    shutil.copytree(processed_dir, root / paths.PROCESSED_DIR)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return root
-
-
-def test_resume_after_kill_is_bit_identical(processed: dict, tmp_path: Path) -> None:
+def test_resume_after_kill_is_bit_identical(processed_digits: Callable[..., Path], tmp_path: Path) -> None:
     # Big enough that the run lasts a few seconds; dropout + EMA + GP exercise every RNG stream.
     params = tiny_params(
         model="wgan_gp", arch__ngf=32, arch__ndf=32, train__epochs=4, train__checkpoint_every=3
     )
     params["models"]["wgan_gp"].update(dropout_d=0.2, ema_decay=0.95)
-    env = dict(os.environ, PYTHONPATH=str(REPO), CI="1")
-    command = [sys.executable, str(REPO / "stages" / "train.py")]
-
-    whole = _stage_dir(tmp_path / "whole", processed[(1, 28)], params)
-    subprocess.run(command, cwd=whole, env=env, check=True, capture_output=True)
-
-    killed = _stage_dir(tmp_path / "killed", processed[(1, 28)], params)
-    process = subprocess.Popen(
-        command, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    checkpoints = killed / params["train"]["checkpoint_dir"]
-    deadline = time.monotonic() + 120
-    while (
-        not list(checkpoints.rglob("checkpoint.pt"))
-        and process.poll() is None
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)  # kill -9: no handler, no cleanup
-    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (killed / paths.TRAIN_METRICS).exists()
-
-    resumed = subprocess.run(command, cwd=killed, env=env, check=True, capture_output=True, text=True)
-    assert "resuming from" in resumed.stderr
-    for name in ("generator.pt", "critic.pt", "generator_ema.pt", "epoch_samples.npz"):
-        assert (whole / paths.TRAIN_DIR / name).read_bytes() == (killed / paths.TRAIN_DIR / name).read_bytes()
-    assert (whole / paths.LOSSES_TSV).read_text() == (killed / paths.LOSSES_TSV).read_text()
+    outputs = (*TRAIN_OUTPUTS, paths.GENERATOR_EMA)
+    assert_resume_after_kill_is_bit_identical(tmp_path, processed_digits(1, 28), params, outputs)
