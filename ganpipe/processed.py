@@ -35,17 +35,23 @@ def check_images(images: np.ndarray, what: str) -> None:
         )
 
 
-def read_split(path: str | os.PathLike[str] = paths.PROCESSED_TRAIN) -> tuple[np.ndarray, np.ndarray]:
-    """images uint8 (N, C, S, S) and labels int64 (N,) of a processed split."""
+def _read(path: str | os.PathLike[str], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays `keys` of a processed split; each npz member is read on its own."""
     try:
         with np.load(path) as data:
-            images, labels = data["images"], data["labels"].astype(np.int64).reshape(-1)
+            return {key: data[key] for key in keys}
     except FileNotFoundError:
         raise run_first(path, PREPROCESS) from None
     except KeyError as exc:
         raise run_first(path, PREPROCESS, f"missing array {exc}") from None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError):
         raise run_first(path, PREPROCESS, "not a readable .npz") from None
+
+
+def read_split(path: str | os.PathLike[str] = paths.PROCESSED_TRAIN) -> tuple[np.ndarray, np.ndarray]:
+    """images uint8 (N, C, S, S) and labels int64 (N,) of a processed split."""
+    arrays = _read(path, ("images", "labels"))
+    images, labels = arrays["images"], arrays["labels"].astype(np.int64).reshape(-1)
     check_images(images, str(path))
     if len(labels) != len(images):
         raise run_first(path, PREPROCESS, f"{len(images)} images but {len(labels)} labels")
@@ -53,17 +59,9 @@ def read_split(path: str | os.PathLike[str] = paths.PROCESSED_TRAIN) -> tuple[np
 
 
 def read_labels(path: str | os.PathLike[str] = paths.PROCESSED_TRAIN) -> np.ndarray:
-    """Only the int64 labels (N,) of a processed split: an npz member is read on its own, so the
-    class prior of a 224 px split costs no image I/O."""
-    try:
-        with np.load(path) as data:
-            return data["labels"].astype(np.int64).reshape(-1)
-    except FileNotFoundError:
-        raise run_first(path, PREPROCESS) from None
-    except KeyError as exc:
-        raise run_first(path, PREPROCESS, f"missing array {exc}") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
-        raise run_first(path, PREPROCESS, "not a readable .npz") from None
+    """Only the int64 labels (N,) of a processed split: the class prior of a 224 px split costs no
+    image I/O."""
+    return _read(path, ("labels",))["labels"].astype(np.int64).reshape(-1)
 
 
 def read_info() -> dict[str, Any]:

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +16,15 @@ from conftest import REPO, stage_env, tiny_params, write_params
 
 from ganpipe import paths
 from ganpipe.checkpoint import CORRUPT_SUFFIX, load_checkpoint, prepare_checkpoint_dir
-from ganpipe.data import download, preprocess
 from ganpipe.errors import GanpipeError, ParamsError
 from ganpipe.io import file_md5, load_torch
 from ganpipe.params import validate
 from ganpipe.train import run_key, train
 
 
-@pytest.fixture(scope="module")
-def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Preprocessed digits (1 channel, 28 px, 256 images), made once through the data stage functions."""
-    root = tmp_path_factory.mktemp("digits")
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        params = tiny_params(data__channels=1)
-        download(params["data"])
-        preprocess(params)
-    finally:
-        os.chdir(cwd)
-    return root / paths.PROCESSED_DIR
+@pytest.fixture
+def processed(processed_digits: Callable[..., Path]) -> Path:
+    return processed_digits()
 
 
 def _params(**overrides: Any) -> dict[str, Any]:
