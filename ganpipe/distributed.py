@@ -330,6 +330,13 @@ def local_params(params: dict[str, Any]) -> dict[str, Any]:
             f"params.yaml: train.compile = true with train.world_size = {world} is not supported "
             "(DDP would wrap the uncompiled modules); set train.compile=false"
         )
+    if params["train"]["augment"]:
+        # Its random parameters cover real and fake rows of one batch (2 x batch), which the
+        # contiguous per-rank slice of draw_ does not split the way a single device would.
+        raise ParamsError(
+            f"params.yaml: train.augment with train.world_size = {world} is not supported yet; set "
+            "train.augment=[] or train.world_size=1"
+        )
     if batch % world:
         raise ParamsError(
             f"params.yaml: train.batch_size = {batch} does not split into train.world_size = {world} "

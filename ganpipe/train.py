@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ganpipe import paths
+from ganpipe import distributed, paths
 from ganpipe.augment import DiffAugment
 from ganpipe.checkpoint import load_checkpoint, prepare_checkpoint_dir
 from ganpipe.deps import code_digest
@@ -56,7 +56,9 @@ def run_key(params: dict[str, Any], device: torch.device, data_md5: str) -> str:
     train = {
         k: v
         for k, v in params["train"].items()
-        if k not in ("checkpoint_every", "checkpoint_dir", "tensorboard")
+        # world_size is left out on purpose: a resume with another one is refused in one line
+        # (distributed.check_world_size) instead of silently starting afresh.
+        if k not in ("checkpoint_every", "checkpoint_dir", "tensorboard", "world_size")
     }
     shaped_by = {
         "model": model_config(params),
@@ -281,23 +283,24 @@ class Steps:
         torch.index_select(self.images, 0, indices, out=self.real_uint8)
         if self.conditional:
             torch.index_select(self.labels, 0, indices, out=self.real_labels)
-        self.z_critic.normal_(generator=self.run.noise)
+        # Data-parallel: each rank keeps its rows of the global batch's draw (distributed.draw_).
+        distributed.draw_(self.z_critic, lambda z: z.normal_(generator=self.run.noise))
         with_penalty = is_penalty_step(self.run.step, self.gp_lambda, self.gp_every)
         if with_penalty:
             # Drawn only on penalty steps, after z: with gp_every 1 the draws are the same as ever.
-            self.alpha.uniform_(generator=self.run.noise)
+            distributed.draw_(self.alpha, lambda alpha: alpha.uniform_(generator=self.run.noise))
         if self.augment_critic is not None:
             self.augment_critic.draw(self.run.noise)
         self.last_critic = "critic_gp" if with_penalty else "critic"
         self._execute(self.last_critic, lambda: self._critic_update(with_penalty))
 
     def generator_step(self) -> None:
-        self.z_generator.normal_(generator=self.run.noise)
+        distributed.draw_(self.z_generator, lambda z: z.normal_(generator=self.run.noise))
         if self.conditional:
             # On the device, into the fixed buffer: no host sync, and the graphs read the same address.
-            torch.multinomial(
-                self.prior, len(self.gen_labels), True, generator=self.run.noise, out=self.gen_labels
-            )
+            distributed.draw_(self.gen_labels, lambda out: torch.multinomial(
+                self.prior, len(out), True, generator=self.run.noise, out=out
+            ))
         if self.augment_generator is not None:
             self.augment_generator.draw(self.run.noise)
         self._execute("generator", self._generator_update)
@@ -455,7 +458,11 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
     """Train the model that params['model'] selects; write its outputs; return metrics/train.json."""
     wall_start = time.perf_counter()
     cfg, train_cfg = model_config(params), params["train"]
-    device = resolve_device(train_cfg["device"])
+    world_size = train_cfg["world_size"]
+    if world_size > 1:  # a torchrun rank (stages/train.py starts them): join the group, its device
+        ranks, device = distributed.setup(train_cfg["device"], world_size)
+    else:
+        ranks, device = distributed.ranks(), resolve_device(train_cfg["device"])
     prepare_checkpoint_dir(train_cfg["checkpoint_dir"])  # before loading data: fail in the first second
     images, labels, info = _load_training_images(device)
     _check_options(params, device, len(images))
@@ -471,16 +478,23 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
     checkpoint = Path(train_cfg["checkpoint_dir"]) / key / "checkpoint.pt"
     prior = class_prior(labels.cpu().numpy(), info["n_classes"])
     run = Run(params, device, info["channels"], info["size"], prior)
+    if world_size > 1:
+        distributed.seed_rank(params["seed"])  # before a resume restores this rank's RNG states
     state = load_checkpoint(checkpoint, map_location=device)  # None: none, or a corrupt one set aside
     if state is not None:
-        run.load_state_dict(state)
+        run.load_state_dict(distributed.resume_state(state, checkpoint))
         print(f"resuming from {checkpoint} at step {run.step}/{total_steps}", file=sys.stderr)
 
-    steps = Steps(run, params, images, labels)
-    writer = _tensorboard_writer(params, key, run.step)
+    if world_size > 1:  # each rank's steps hold its share of the batch; G and D through DDP
+        steps = Steps(run, distributed.local_params(params), images, labels)
+        distributed.wrap_models(steps, run.generator, run.critic)
+    else:
+        steps = Steps(run, params, images, labels)
+    writer = _tensorboard_writer(params, key, run.step) if ranks.is_main else None  # rank 0 writes
     quiet = progress_disabled()
     bar = tqdm(
-        total=total_steps, initial=run.step, desc=f"train {params['model']}", unit="step", disable=quiet
+        total=total_steps, initial=run.step, desc=f"train {params['model']}", unit="step",
+        disable=quiet or not ranks.is_main,
     )
     order = None
     step_start = time.perf_counter()
@@ -489,13 +503,19 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
         epoch, position = divmod(run.step, steps_per_epoch)
         if order is None or position == 0:
             order = epoch_order(params["seed"], epoch, len(images), device)
-        steps.critic_step(order[position * batch : (position + 1) * batch])
+        # This rank's rows of the global batch (all of it with one rank).
+        steps.critic_step(order[position * batch : (position + 1) * batch][ranks.batch_slice(batch)])
         run.step += 1
 
         if run.step % cfg["n_critic"] == 0:
             steps.generator_step()
             # One device sync per generator step reads the log row and the divergence guard together.
             loss_g, loss_d, gap, penalty, finite = steps.read_losses()
+            if world_size > 1:  # the global batch's losses; every rank stops on a bad one together
+                loss_g, loss_d, gap, penalty, all_finite = distributed.mean_over_ranks(
+                    [loss_g, loss_d, gap, penalty, float(finite)]
+                )
+                finite = all_finite == 1.0
             row = [run.step, round(run.step / steps_per_epoch, 4), loss_g, loss_d, gap, penalty]
             if not finite:
                 # The critic loss comes first: a bad critic step poisons the generator step after it.
@@ -519,19 +539,25 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
                 torch.cuda.synchronize(device)
             now = time.perf_counter()
             run.train_seconds += now - step_start
-            if epoch_done:
+            if epoch_done and ranks.is_main:
                 _end_of_epoch(run, params, epoch + 1, writer, quiet)
             run.wall_seconds += time.perf_counter() - wall_start
             wall_start = time.perf_counter()
-            save_torch(checkpoint, run.state_dict())
+            state = distributed.checkpoint_state(run.state_dict())  # every rank's RNG states
+            if ranks.is_main:
+                save_torch(checkpoint, state)
             step_start = time.perf_counter()
     bar.close()
     if writer is not None:
         writer.close()
 
     run.wall_seconds += time.perf_counter() - wall_start
+    if not ranks.is_main:
+        distributed.teardown()
+        return {}
     metrics = _write_outputs(run, params, steps_per_epoch, batch)
     checkpoint.unlink(missing_ok=True)  # outputs are complete; a finished run needs no resume point
+    distributed.teardown()
     return metrics
 
 

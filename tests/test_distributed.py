@@ -136,3 +136,23 @@ def test_locks_are_named_by_the_visible_devices_physical_ids(monkeypatch, lock_f
     monkeypatch.setenv(distributed.GPU_COUNT_ENV, "two")
     with pytest.raises(GanpipeError, match="GANPIPE_GPU_COUNT='two' is not an integer"):
         distributed.visible_gpus()
+
+
+def test_data_parallel_settings_that_cannot_split_are_refused_in_one_line(monkeypatch) -> None:
+    from conftest import tiny_params
+
+    monkeypatch.setattr(distributed, "_RANKS", distributed.Ranks(rank=1, world_size=2, local_rank=1))
+    params = tiny_params(train__batch_size=32)
+    local = distributed.local_params(params)
+    assert local["train"]["batch_size"] == 16 and not local["train"]["cuda_graphs"]
+    assert params["train"]["batch_size"] == 32  # the caller's params are left alone
+    assert distributed.ranks().batch_slice(32) == slice(16, 32)
+    for overrides, message in (
+        ({"train__batch_size": 33}, "train.batch_size = 33 does not split into train.world_size = 2"),
+        ({"train__compile": True}, "train.compile = true with train.world_size = 2"),
+        ({"train__augment": ["color"]}, "train.augment with train.world_size = 2 is not supported"),
+    ):
+        with pytest.raises(GanpipeError, match=message):
+            distributed.local_params(tiny_params(**overrides))
+    with pytest.raises(GanpipeError, match=r"train.world_size = 1, but train.world_size = 2; set train"):
+        distributed.check_world_size(1, Path("ck/checkpoint.pt"))
