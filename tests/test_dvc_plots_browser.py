@@ -26,7 +26,13 @@ from ganpipe import paths
 TEMPLATE = Path(".dvc") / "plots" / "offline.html"  # relative to a repo root
 TEMPLATE_SETTING = "plots/offline.html"  # plots.html_template is relative to .dvc/
 VEGA_PLOTS = ("losses", "wasserstein", "fid", "class_frequencies")
-IMAGE_PLOTS = (paths.REAL_GRID, paths.SAMPLE_GRID, paths.FIGURES / "losses.png", paths.FIGURES / "fid.png")
+IMAGE_PLOTS = (
+    paths.REAL_GRID,
+    paths.SAMPLE_GRID,
+    paths.UTILITY_FIGURE,
+    paths.FIGURES / "losses.png",
+    paths.FIGURES / "fid.png",
+)
 CHROMIUM = shutil.which("chromium")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install -y chromium)")
 

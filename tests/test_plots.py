@@ -76,7 +76,7 @@ def test_missing_stage_output_is_one_line_error(tmp_path, monkeypatch, params):
     write_run(tmp_path)
     paths.SAMPLES.unlink()
 
-    with pytest.raises(GanpipeError, match=r"samples\.npz: not found; run the earlier stages first"):
+    with pytest.raises(GanpipeError, match=r"samples\.npz: not found; run `dvc repro plots` first"):
         draw_all(params)
 
 
