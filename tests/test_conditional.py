@@ -4,20 +4,16 @@ training through sampling, scoring, figures and the exported synthetic dataset b
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import REPO, tiny_params
+from conftest import tiny_params
+from training import TRAIN_OUTPUTS, assert_resume_after_kill_is_bit_identical, train_in
 
 from ganpipe import paths
 from ganpipe.data import download, preprocess
@@ -44,29 +40,6 @@ def conditional_params(model: str, mode: str, **overrides: Any) -> dict[str, Any
     return validate(params)
 
 
-def _prepare(root: Path, **overrides: Any) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        params = tiny_params(**overrides)
-        download(params["data"])
-        preprocess(params)
-    finally:
-        os.chdir(cwd)
-    return root / paths.PROCESSED_DIR
-
-
-@pytest.fixture(scope="module")
-def processed(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[int, int], Path]:
-    """Preprocessed digits (10 classes) for (channels, size) (1, 28) and (3, 64)."""
-    base = tmp_path_factory.mktemp("conditional_data")
-    return {
-        (1, 28): _prepare(base / "gray28", data__channels=1, data__image_size=28),
-        (3, 64): _prepare(base / "rgb64", data__channels=3, data__image_size=64),
-    }
-
-
 def _workdir(tmp_path: Path, processed_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(processed_dir, tmp_path / paths.PROCESSED_DIR)
     monkeypatch.chdir(tmp_path)
@@ -76,9 +49,13 @@ def _workdir(tmp_path: Path, processed_dir: Path, monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("model", LOSS_MODELS)
 def test_every_loss_trains_conditional(
-    model: str, mode: str, processed: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model: str,
+    mode: str,
+    processed_digits: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _workdir(tmp_path, processed[(1, 28)], monkeypatch)
+    _workdir(tmp_path, processed_digits(1, 28), monkeypatch)
     params = conditional_params(model, mode, data__channels=1, train__max_steps=5)
     metrics = train(params)
 
@@ -96,9 +73,9 @@ def test_every_loss_trains_conditional(
 
 @pytest.mark.parametrize("mode", MODES)
 def test_rgb_64_trains_conditional(
-    mode: str, processed: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mode: str, processed_digits: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _workdir(tmp_path, processed[(3, 64)], monkeypatch)
+    _workdir(tmp_path, processed_digits(3, 64), monkeypatch)
     params = conditional_params("wgan_gp", mode, data__channels=3, data__image_size=64, train__max_steps=5)
     params["models"]["wgan_gp"].update(spectral_norm_d=True, ema_decay=0.9)  # SN'd embedding / head
     assert train(params)["steps"] == 5
@@ -148,65 +125,26 @@ def test_conditional_batch_norm_starts_at_unit_gain() -> None:
         assert float(norm.gain.detach().abs().max()) < 0.2 and float(norm.bias.detach().abs().max()) == 0.0
 
 
-def _train_in(root: Path, processed_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
-    shutil.copytree(processed_dir, root / paths.PROCESSED_DIR)
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        return train(params)
-    finally:
-        os.chdir(cwd)
-
-
-def test_conditional_reruns_are_bit_identical(processed: dict, tmp_path: Path) -> None:
+def test_conditional_reruns_are_bit_identical(processed_digits: Callable[..., Path], tmp_path: Path) -> None:
     params = conditional_params("wgan_gp", "projection", data__channels=1)
     params["models"]["wgan_gp"].update(dropout_d=0.2, ema_decay=0.9)
-    _train_in(tmp_path / "a", processed[(1, 28)], params)
-    _train_in(tmp_path / "b", processed[(1, 28)], params)
+    train_in(tmp_path / "a", processed_digits(1, 28), params)
+    train_in(tmp_path / "b", processed_digits(1, 28), params)
     for name in ("generator.pt", "critic.pt", "generator_ema.pt", "epoch_samples.npz"):
         first, second = (tmp_path / run / paths.TRAIN_DIR / name for run in ("a", "b"))
         assert first.read_bytes() == second.read_bytes()
 
 
-def test_conditional_resume_after_kill_is_bit_identical(processed: dict, tmp_path: Path) -> None:
+def test_conditional_resume_after_kill_is_bit_identical(
+    processed_digits: Callable[..., Path], tmp_path: Path
+) -> None:
     params = tiny_params(
         model="wgan_gp", data__channels=1, arch__ngf=16, arch__ndf=16, train__epochs=3,
         train__checkpoint_every=3,
     )
     params["models"]["wgan_gp"].update(conditional="projection", dropout_d=0.2, ema_decay=0.95, n_critic=2)
-    # A snapshot of the code: the checkpoint key hashes the train stage's source, so an edit to the
-    # checkout between the killed and the resumed run would (rightly) start afresh.
-    code = tmp_path / "code"
-    for folder in ("ganpipe", "stages"):
-        shutil.copytree(REPO / folder, code / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    env = dict(os.environ, PYTHONPATH=str(code), CI="1")
-    command = [sys.executable, str(code / "stages" / "train.py")]
-
-    def stage_dir(root: Path) -> Path:
-        shutil.copytree(processed[(1, 28)], root / paths.PROCESSED_DIR)
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        return root
-
-    whole = stage_dir(tmp_path / "whole")
-    subprocess.run(command, cwd=whole, env=env, check=True, capture_output=True)
-    killed = stage_dir(tmp_path / "killed")
-    process = subprocess.Popen(
-        command, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    checkpoints = killed / params["train"]["checkpoint_dir"]
-    deadline = time.monotonic() + 120
-    while not list(checkpoints.rglob("checkpoint.pt")) and process.poll() is None:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-
-    resumed = subprocess.run(command, cwd=killed, env=env, check=True, capture_output=True, text=True)
-    assert "resuming from" in resumed.stderr
-    for name in ("generator.pt", "critic.pt", "generator_ema.pt", "epoch_samples.npz"):
-        assert (whole / paths.TRAIN_DIR / name).read_bytes() == (killed / paths.TRAIN_DIR / name).read_bytes()
-    assert (whole / paths.LOSSES_TSV).read_text() == (killed / paths.LOSSES_TSV).read_text()
+    outputs = (*TRAIN_OUTPUTS, paths.GENERATOR_EMA)
+    assert_resume_after_kill_is_bit_identical(tmp_path, processed_digits(1, 28), params, outputs)
 
 
 def test_multi_label_data_is_refused_for_conditional_training() -> None:
@@ -242,9 +180,9 @@ def test_class_metrics_keys_do_not_depend_on_conditioning() -> None:
 
 
 def test_samples_figures_export_and_back_into_the_pipeline(
-    processed: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    processed_digits: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _workdir(tmp_path / "work", processed[(1, 28)], monkeypatch)
+    _workdir(tmp_path / "work", processed_digits(1, 28), monkeypatch)
     params = conditional_params(
         "hinge", "projection", data__channels=1, train__max_steps=4,
         export__num_train=96, export__num_val=16, export__num_test=32, export__png=True,
@@ -288,9 +226,9 @@ def test_samples_figures_export_and_back_into_the_pipeline(
 
 
 def test_unconditional_export_writes_only_the_reason(
-    processed: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    processed_digits: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _workdir(tmp_path, processed[(1, 28)], monkeypatch)
+    _workdir(tmp_path, processed_digits(1, 28), monkeypatch)
     params = validate(tiny_params(model="dcgan", data__channels=1, train__max_steps=2))
     train(params)
     sample(params)
