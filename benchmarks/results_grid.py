@@ -1,0 +1,153 @@
+"""Queue the results grid as DVC experiments on the MNIST npz, run it, and write docs/results.md.
+
+Every row of docs/results.md comes from real `dvc exp run` experiments: this script clones the
+repository's HEAD into a folder (`--repo`, default a new temporary one), queues the groups asked for
+(`--groups`), starts `dvc queue start -j --jobs`, waits for the queue to drain, then runs
+`ganpipe results` there and copies the table to `--out`, with a footer saying which groups, commands
+and machine made it.
+
+Groups (all on ../shared/data/mnist_t10k.npz, 8,000 training images, 1 channel, 28 px,
+arch.ngf = ndf = 16 so that a CPU can afford the steps, 5,000 samples scored against up to 5,000
+real images, seeds 0, 1, 2):
+- `conditional`: hinge (6,000 critic steps) and wgan_gp (10,000), unconditional and projection;
+- `augment`: hinge and dcgan (2,000 critic steps) and wgan_gp (4,000), without and with DiffAugment
+  (color, translation, cutout), at data.limit 500 and on all 8,000 images;
+- `losses`: all five losses, unconditional and projection, 2,000 critic steps (10,000 for the two
+  n_critic-5 Wasserstein models).
+
+An existing `--repo` (a clone this script made before) is reused: its finished experiments stay in
+the table, so groups can be run one after another.
+
+    python benchmarks/results_grid.py [--groups conditional,augment] [--jobs 2] [--repo DIR]
+        [--out docs/results.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_NPZ = REPO.parent / "shared" / "data" / "mnist_t10k.npz"
+DIFFAUGMENT = "[color,translation,cutout]"
+SEEDS = "0,1,2"
+FIVE_LOSSES = {"wgan": 10000, "wgan_gp": 10000, "lsgan": 2000, "dcgan": 2000, "hinge": 2000}
+
+
+def common_overrides() -> list[str]:
+    return [
+        "data.name=local",
+        f"data.source={MNIST_NPZ}",
+        "data.channels=1",
+        "data.image_size=28",
+        "arch.ngf=16",
+        "arch.ndf=16",
+        "train.epochs=100000",  # max_steps decides the length
+        "train.device=cpu",
+        "sample.num_samples=5000",
+        "score.num_real=5000",
+        f"seed={SEEDS}",
+    ]
+
+
+def group_runs(group: str) -> list[list[str]]:
+    """The -S overrides of each queued command of a group (each one a grid over the seeds)."""
+    runs: list[list[str]] = []
+    if group == "conditional":
+        for model, steps in (("hinge", 6000), ("wgan_gp", 10000)):
+            for mode in ("none", "projection"):
+                runs.append([f"model={model}", f"models.{model}.conditional={mode}", f"train.max_steps={steps}"])
+    elif group == "augment":
+        for limit in ("500", "null"):
+            for model, steps in (("hinge", 2000), ("dcgan", 2000), ("wgan_gp", 4000)):
+                for augment in ("[]", DIFFAUGMENT):
+                    runs.append([f"model={model}", f"train.augment={augment}", f"data.limit={limit}",
+                                 f"train.max_steps={steps}"])
+    elif group == "losses":
+        for model, steps in FIVE_LOSSES.items():
+            for mode in ("none", "projection"):
+                runs.append([f"model={model}", f"models.{model}.conditional={mode}", f"train.max_steps={steps}"])
+    else:
+        raise SystemExit(f"unknown group {group!r}; use conditional, augment or losses")
+    return runs
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{shlex.join(command)} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def wait_for_queue(repo: Path, poll_s: float = 30.0) -> str:
+    """Block until no experiment is queued or running; the final `dvc queue status` table."""
+    while True:
+        status = run(["dvc", "queue", "status"], repo)
+        busy = [line for line in status.splitlines() if " Queued " in line or " Running " in line]
+        print(f"{time.strftime('%H:%M:%S')} queue: {len(busy)} queued or running", file=sys.stderr, flush=True)
+        if not busy:
+            return status
+        time.sleep(poll_s)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", default="conditional,augment")
+    parser.add_argument("--jobs", type=int, default=2, help="experiments at once (dvc queue start -j)")
+    parser.add_argument("--repo", type=Path, help="the clone to run in (default: a new temporary one)")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
+    args = parser.parse_args()
+    if not MNIST_NPZ.exists():
+        raise SystemExit(f"{MNIST_NPZ} not found: the grid runs on the shared MNIST npz")
+    repo = args.repo or Path(tempfile.mkdtemp(prefix="ganpipe-results-")) / "repo"
+    if not (repo / ".dvc").exists():
+        run(["git", "clone", "--quiet", str(REPO), str(repo)], REPO.parent)
+    env = dict(os.environ, CI="1")  # no progress bars in the queue logs
+    if args.jobs > 1:
+        env["OMP_NUM_THREADS"] = "1"  # each experiment's stages on one thread: no oversubscription
+    start = time.perf_counter()
+    commands = []
+    for group in args.groups.split(","):
+        for overrides in group_runs(group):
+            command = ["dvc", "exp", "run", "--queue"]
+            for override in [*common_overrides(), *overrides]:
+                command += ["-S", override]
+            run(command, repo, env)
+            commands.append(shlex.join(command).replace(str(MNIST_NPZ), "../shared/data/mnist_t10k.npz"))
+    run(["dvc", "queue", "start", "-j", str(args.jobs)], repo, env)
+    status = wait_for_queue(repo)
+    failed = [line for line in status.splitlines() if " Failed " in line]
+    run([sys.executable, "-m", "ganpipe", "results", "--out", str(args.out.resolve())], repo, env)
+    minutes = (time.perf_counter() - start) / 60
+    footer = [
+        "",
+        "## How this table was made",
+        "",
+        f"`python benchmarks/results_grid.py --groups {args.groups} --jobs {args.jobs}` on "
+        f"{time.strftime('%Y-%m-%d')}: {len(commands)} queued grids of 3 seeds each, "
+        f"{minutes:.0f} min wall on {platform.machine()} with {os.cpu_count()} CPU cores and no GPU "
+        f"(`train.device=cpu`, `dvc queue start -j {args.jobs}`, one torch thread per experiment). "
+        "Every figure above comes from these CPU runs; none from a GPU machine.",
+        "",
+        "```bash",
+        *commands,
+        f"dvc queue start -j {args.jobs}",
+        "ganpipe results",
+        "```",
+    ]
+    if failed:
+        footer += ["", "Failed experiments (`dvc queue logs <name>`):", "", *[f"- `{line.strip()}`" for line in failed]]
+    with args.out.open("a") as handle:
+        handle.write("\n".join(footer) + "\n")
+    print(f"wrote {args.out} from {repo}; {len(failed)} failed; {minutes:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
