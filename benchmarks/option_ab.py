@@ -168,7 +168,8 @@ def main() -> None:
         runs: list[dict[str, Any]] = []
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             for start in range(0, len(jobs), args.jobs):  # each wave: one job per folder
-                wave = [(folders[i], p, arm, threads) for i, (p, arm) in enumerate(jobs[start : start + args.jobs])]
+                chunk = jobs[start : start + args.jobs]
+                wave = [(folders[i], p, arm, threads) for i, (p, arm) in enumerate(chunk)]
                 for result in pool.map(run_one, wave):
                     runs.append(result)
                     print(json.dumps(result), file=sys.stderr, flush=True)

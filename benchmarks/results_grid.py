@@ -63,7 +63,8 @@ def group_runs(group: str) -> list[list[str]]:
     if group == "conditional":
         for model, steps in (("hinge", 6000), ("wgan_gp", 10000)):
             for mode in ("none", "projection"):
-                runs.append([f"model={model}", f"models.{model}.conditional={mode}", f"train.max_steps={steps}"])
+                runs.append([f"model={model}", f"models.{model}.conditional={mode}",
+                             f"train.max_steps={steps}"])
     elif group == "augment":
         for limit in ("500", "null"):
             for model, steps in (("hinge", 2000), ("dcgan", 2000), ("wgan_gp", 4000)):
@@ -73,7 +74,8 @@ def group_runs(group: str) -> list[list[str]]:
     elif group == "losses":
         for model, steps in FIVE_LOSSES.items():
             for mode in ("none", "projection"):
-                runs.append([f"model={model}", f"models.{model}.conditional={mode}", f"train.max_steps={steps}"])
+                runs.append([f"model={model}", f"models.{model}.conditional={mode}",
+                             f"train.max_steps={steps}"])
     else:
         raise SystemExit(f"unknown group {group!r}; use conditional, augment or losses")
     return runs
@@ -91,7 +93,8 @@ def wait_for_queue(repo: Path, poll_s: float = 30.0) -> str:
     while True:
         status = run(["dvc", "queue", "status"], repo)
         busy = [line for line in status.splitlines() if " Queued " in line or " Running " in line]
-        print(f"{time.strftime('%H:%M:%S')} queue: {len(busy)} queued or running", file=sys.stderr, flush=True)
+        now = time.strftime("%H:%M:%S")
+        print(f"{now} queue: {len(busy)} queued or running", file=sys.stderr, flush=True)
         if not busy:
             return status
         time.sleep(poll_s)
@@ -143,7 +146,8 @@ def main() -> None:
         "```",
     ]
     if failed:
-        footer += ["", "Failed experiments (`dvc queue logs <name>`):", "", *[f"- `{line.strip()}`" for line in failed]]
+        footer += ["", "Failed experiments (`dvc queue logs <name>`):", ""]
+        footer += [f"- `{line.strip()}`" for line in failed]
     with args.out.open("a") as handle:
         handle.write("\n".join(footer) + "\n")
     print(f"wrote {args.out} from {repo}; {len(failed)} failed; {minutes:.1f} min")
