@@ -16,7 +16,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 MNIST_NPZ = SHARED_DATA / "mnist_t10k.npz"
-MNIST_IDX = SHARED_DATA / "MNIST"
 
 # Settings small enough for a whole pipeline run in seconds on 2 CPU cores.
 TINY: dict[str, Any] = {
