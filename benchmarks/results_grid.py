@@ -9,17 +9,22 @@ and machine made it.
 Groups (all on ../shared/data/mnist_t10k.npz, 8,000 training images, 1 channel, 28 px,
 arch.ngf = ndf = 16 so that a CPU can afford the steps, 5,000 samples scored against up to 5,000
 real images, seeds 0, 1, 2):
-- `conditional`: hinge (6,000 critic steps) and wgan_gp (10,000), unconditional and projection;
+- `conditional`: hinge (6,000 critic steps), unconditional and projection;
 - `augment`: hinge and dcgan (2,000 critic steps) and wgan_gp (4,000), without and with DiffAugment
-  (color, translation, cutout), at data.limit 500 and on all 8,000 images;
+  (color, translation, cutout), at data.limit 500; hinge and dcgan also on all 8,000 images;
+- `augment_wgan_gp_full`: wgan_gp (4,000), without and with DiffAugment, on all 8,000 images;
+- `conditional_wgan_gp`: wgan_gp (10,000 critic steps), unconditional and projection;
 - `losses`: all five losses, unconditional and projection, 2,000 critic steps (10,000 for the two
   n_critic-5 Wasserstein models).
+The first two are what the 2-core CPU could afford in one session (the table's footer says which
+ran); the others take hours there.
 
 An existing `--repo` (a clone this script made before) is reused: its finished experiments stay in
-the table, so groups can be run one after another.
+the table, so groups can be run one after another. `--collect` queues nothing: it waits for that
+clone's queue to drain and writes the table.
 
     python benchmarks/results_grid.py [--groups conditional,augment] [--jobs 2] [--repo DIR]
-        [--out docs/results.md]
+        [--collect] [--out docs/results.md]
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 MNIST_NPZ = REPO.parent / "shared" / "data" / "mnist_t10k.npz"
 DIFFAUGMENT = "[color,translation,cutout]"
 SEEDS = "0,1,2"
+GROUPS = ("conditional", "augment", "augment_wgan_gp_full", "conditional_wgan_gp", "losses")
 FIVE_LOSSES = {"wgan": 10000, "wgan_gp": 10000, "lsgan": 2000, "dcgan": 2000, "hinge": 2000}
 
 
@@ -60,24 +66,27 @@ def common_overrides() -> list[str]:
 def group_runs(group: str) -> list[list[str]]:
     """The -S overrides of each queued command of a group (each one a grid over the seeds)."""
     runs: list[list[str]] = []
-    if group == "conditional":
-        for model, steps in (("hinge", 6000), ("wgan_gp", 10000)):
-            for mode in ("none", "projection"):
-                runs.append([f"model={model}", f"models.{model}.conditional={mode}",
+    if group in ("conditional", "conditional_wgan_gp"):
+        model, steps = ("hinge", 6000) if group == "conditional" else ("wgan_gp", 10000)
+        for mode in ("none", "projection"):
+            runs.append([f"model={model}", f"models.{model}.conditional={mode}", f"train.max_steps={steps}"])
+    elif group in ("augment", "augment_wgan_gp_full"):
+        if group == "augment":
+            settings = [("500", "hinge", 2000), ("500", "dcgan", 2000), ("500", "wgan_gp", 4000),
+                        ("null", "hinge", 2000), ("null", "dcgan", 2000)]
+        else:
+            settings = [("null", "wgan_gp", 4000)]
+        for limit, model, steps in settings:
+            for augment in ("[]", DIFFAUGMENT):
+                runs.append([f"model={model}", f"train.augment={augment}", f"data.limit={limit}",
                              f"train.max_steps={steps}"])
-    elif group == "augment":
-        for limit in ("500", "null"):
-            for model, steps in (("hinge", 2000), ("dcgan", 2000), ("wgan_gp", 4000)):
-                for augment in ("[]", DIFFAUGMENT):
-                    runs.append([f"model={model}", f"train.augment={augment}", f"data.limit={limit}",
-                                 f"train.max_steps={steps}"])
     elif group == "losses":
         for model, steps in FIVE_LOSSES.items():
             for mode in ("none", "projection"):
                 runs.append([f"model={model}", f"models.{model}.conditional={mode}",
                              f"train.max_steps={steps}"])
     else:
-        raise SystemExit(f"unknown group {group!r}; use conditional, augment or losses")
+        raise SystemExit(f"unknown group {group!r}; use {', '.join(GROUPS)}")
     return runs
 
 
@@ -105,11 +114,15 @@ def main() -> None:
     parser.add_argument("--groups", default="conditional,augment")
     parser.add_argument("--jobs", type=int, default=2, help="experiments at once (dvc queue start -j)")
     parser.add_argument("--repo", type=Path, help="the clone to run in (default: a new temporary one)")
+    parser.add_argument("--collect", action="store_true",
+                        help="queue nothing: wait for --repo's queue, then write the table")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
     args = parser.parse_args()
     if not MNIST_NPZ.exists():
         raise SystemExit(f"{MNIST_NPZ} not found: the grid runs on the shared MNIST npz")
     repo = args.repo or Path(tempfile.mkdtemp(prefix="ganpipe-results-")) / "repo"
+    if args.collect and not (repo / ".dvc").exists():
+        raise SystemExit("--collect needs --repo: a clone this script queued runs in")
     if not (repo / ".dvc").exists():
         run(["git", "clone", "--quiet", str(REPO), str(repo)], REPO.parent)
     env = dict(os.environ, CI="1")  # no progress bars in the queue logs
@@ -124,22 +137,27 @@ def main() -> None:
         command = ["dvc", "exp", "run", "--queue"]
         for override in [*common_overrides(), *overrides]:
             command += ["-S", override]
-        run(command, repo, env)
+        if not args.collect:
+            run(command, repo, env)
         commands.append(shlex.join(command).replace(str(MNIST_NPZ), "../shared/data/mnist_t10k.npz"))
-    run(["dvc", "queue", "start", "-j", str(args.jobs)], repo, env)
+    if not args.collect:
+        # The workers inherit its stdout: with captured pipes the call would last the whole queue.
+        subprocess.run(["dvc", "queue", "start", "-j", str(args.jobs)], cwd=repo, env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     status = wait_for_queue(repo)
     failed = [line for line in status.splitlines() if " Failed " in line]
     run([sys.executable, "-m", "ganpipe", "results", "--out", str(args.out.resolve())], repo, env)
     minutes = (time.perf_counter() - start) / 60
+    wall = "wall time not measured (--collect)" if args.collect else f"{minutes:.0f} min wall"
     footer = [
         "",
         "## How this table was made",
         "",
         f"`python benchmarks/results_grid.py --groups {args.groups} --jobs {args.jobs}` on "
-        f"{time.strftime('%Y-%m-%d')}: {len(commands)} queued grids of 3 seeds each, "
-        f"{minutes:.0f} min wall on {platform.machine()} with {os.cpu_count()} CPU cores and no GPU "
-        f"(`train.device=cpu`, `dvc queue start -j {args.jobs}`, one torch thread per experiment). "
-        "Every figure above comes from these CPU runs; none from a GPU machine.",
+        f"{time.strftime('%Y-%m-%d')}: {len(commands)} queued grids of 3 seeds each, {wall}, on "
+        f"{platform.machine()} with {os.cpu_count()} CPU cores and no GPU (`train.device=cpu`, "
+        f"`dvc queue start -j {args.jobs}`, one torch thread per experiment). Every figure above comes "
+        "from these CPU runs; none from a GPU machine.",
         "",
         "```bash",
         *commands,
