@@ -146,7 +146,7 @@ def main() -> None:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     status = wait_for_queue(repo)
     failed = [line for line in status.splitlines() if " Failed " in line]
-    run([sys.executable, "-m", "ganpipe", "results", "--out", str(args.out.resolve())], repo, env)
+    run([sys.executable, "-m", "ganpipe.cli", "results", "--out", str(args.out.resolve())], repo, env)
     minutes = (time.perf_counter() - start) / 60
     wall = "wall time not measured (--collect)" if args.collect else f"{minutes:.0f} min wall"
     footer = [
