@@ -145,6 +145,7 @@ def main() -> None:
         subprocess.run(["dvc", "queue", "start", "-j", str(args.jobs)], cwd=repo, env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     status = wait_for_queue(repo)
+    run(["dvc", "queue", "stop"], repo, env)  # its workers stay up, idle, until told to stop
     failed = [line for line in status.splitlines() if " Failed " in line]
     run([sys.executable, "-m", "ganpipe.cli", "results", "--out", str(args.out.resolve())], repo, env)
     minutes = (time.perf_counter() - start) / 60
