@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 MNIST_NPZ = REPO.parent / "shared" / "data" / "mnist_t10k.npz"
 DIFFAUGMENT = "[color,translation,cutout]"
@@ -63,13 +65,13 @@ def common_overrides() -> list[str]:
     ]
 
 
-def group_runs(group: str) -> list[list[str]]:
-    """The -S overrides of each queued command of a group (each one a grid over the seeds)."""
-    runs: list[list[str]] = []
+def group_runs(group: str) -> list[tuple[int, list[str]]]:
+    """(critic steps, other -S overrides) of each queued command of a group (a grid over the seeds)."""
+    runs: list[tuple[int, list[str]]] = []
     if group in ("conditional", "conditional_wgan_gp"):
         model, steps = ("hinge", 6000) if group == "conditional" else ("wgan_gp", 10000)
         for mode in ("none", "projection"):
-            runs.append([f"model={model}", f"models.{model}.conditional={mode}", f"train.max_steps={steps}"])
+            runs.append((steps, [f"model={model}", f"models.{model}.conditional={mode}"]))
     elif group in ("augment", "augment_wgan_gp_full"):
         if group == "augment":
             settings = [("500", "hinge", 2000), ("500", "dcgan", 2000), ("500", "wgan_gp", 4000),
@@ -78,13 +80,11 @@ def group_runs(group: str) -> list[list[str]]:
             settings = [("null", "wgan_gp", 4000)]
         for limit, model, steps in settings:
             for augment in ("[]", DIFFAUGMENT):
-                runs.append([f"model={model}", f"train.augment={augment}", f"data.limit={limit}",
-                             f"train.max_steps={steps}"])
+                runs.append((steps, [f"model={model}", f"train.augment={augment}", f"data.limit={limit}"]))
     elif group == "losses":
         for model, steps in FIVE_LOSSES.items():
             for mode in ("none", "projection"):
-                runs.append([f"model={model}", f"models.{model}.conditional={mode}",
-                             f"train.max_steps={steps}"])
+                runs.append((steps, [f"model={model}", f"models.{model}.conditional={mode}"]))
     else:
         raise SystemExit(f"unknown group {group!r}; use {', '.join(GROUPS)}")
     return runs
@@ -125,17 +125,23 @@ def main() -> None:
         raise SystemExit("--collect needs --repo: a clone this script queued runs in")
     if not (repo / ".dvc").exists():
         run(["git", "clone", "--quiet", str(REPO), str(repo)], REPO.parent)
-    env = dict(os.environ, CI="1")  # no progress bars in the queue logs
+    # The clone's own ganpipe, not the editable install's checkout (which may have moved on since);
+    # no progress bars in the queue logs.
+    env = dict(os.environ, CI="1", PYTHONPATH=str(repo.resolve()))
+    threads = ""
     if args.jobs > 1:
         env["OMP_NUM_THREADS"] = "1"  # each experiment's stages on one thread: no oversubscription
+        threads = ", one torch thread per experiment"
+    # train.device=cpu keeps training on the CPU; sample and score would take a visible GPU.
+    gpu = "a GPU visible to sample and score" if torch.cuda.is_available() else "no GPU"
     start = time.perf_counter()
     commands = []
-    queued = [overrides for group in args.groups.split(",") for overrides in group_runs(group)]
+    queued = [run_ for group in args.groups.split(",") for run_ in group_runs(group)]
     # Shortest first (DVC's queue is first in, first out): a cut-short grid still has whole rows.
-    queued.sort(key=lambda overrides: int(next(o for o in overrides if "max_steps" in o).split("=")[1]))
-    for overrides in queued:
+    queued.sort(key=lambda steps_and_overrides: steps_and_overrides[0])
+    for steps, overrides in queued:
         command = ["dvc", "exp", "run", "--queue"]
-        for override in [*common_overrides(), *overrides]:
+        for override in [*common_overrides(), *overrides, f"train.max_steps={steps}"]:
             command += ["-S", override]
         if not args.collect:
             run(command, repo, env)
@@ -156,9 +162,8 @@ def main() -> None:
         "",
         f"`python benchmarks/results_grid.py --groups {args.groups} --jobs {args.jobs}` on "
         f"{time.strftime('%Y-%m-%d')}: {len(commands)} queued grids of 3 seeds each, {wall}, on "
-        f"{platform.machine()} with {os.cpu_count()} CPU cores and no GPU (`train.device=cpu`, "
-        f"`dvc queue start -j {args.jobs}`, one torch thread per experiment). Every figure above comes "
-        "from these CPU runs; none from a GPU machine.",
+        f"{platform.machine()} with {os.cpu_count()} CPU cores and {gpu} (`train.device=cpu`, "
+        f"`dvc queue start -j {args.jobs}`{threads}).",
         "",
         "```bash",
         *commands,
