@@ -137,17 +137,15 @@ def test_digits_end_to_end_is_deterministic() -> None:
     assert [path.read_bytes() for path in outputs] == first_run
 
 
-def test_size_64_resizes_and_limit_takes_a_seeded_subset() -> None:
+def test_size_64_resizes_and_limit_takes_the_same_subset_for_every_seed() -> None:
     train, test, info = run_stages(name="digits", image_size=64, channels=1, limit=200)
     assert train["images"].shape == (200, 1, 64, 64) and test["images"].shape == (200, 1, 64, 64)
     assert (info["size"], info["n_train"], info["n_test"]) == (64, 200, 200)
     assert len(np.unique(train["labels"])) == 10  # a random subset keeps every class
     params = make_params(name="digits", image_size=64, channels=1, limit=200)
+    params["seed"] = 1  # the subset belongs to the data: another experiment seed trains on it too
     preprocess(params)
-    assert np.array_equal(np.load(paths.PROCESSED_TRAIN)["labels"], train["labels"])
-    params["seed"] = 1
-    preprocess(params)
-    assert not np.array_equal(np.load(paths.PROCESSED_TRAIN)["labels"], train["labels"])
+    assert np.array_equal(np.load(paths.PROCESSED_TRAIN)["images"], train["images"])
 
 
 def test_channels_one_uses_itu_601_luminance_and_three_keeps_rgb(workdir: Path) -> None:

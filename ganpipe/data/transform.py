@@ -27,6 +27,7 @@ from ganpipe.data.layout import load_split
 from ganpipe.errors import GanpipeError, run_first
 from ganpipe.images import save_grid
 from ganpipe.io import save_npz, write_json
+from ganpipe.processed import DATASET_SEED
 from ganpipe.stage import progress_disabled
 from ganpipe.streams import numpy_rng
 
@@ -117,14 +118,17 @@ def canonical_order(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
-def subset(count: int, limit: int | None, seed: int, split: str) -> np.ndarray | slice:
+def subset(count: int, limit: int | None, split: str) -> np.ndarray | slice:
     """At most `limit` of `count` indices, drawn from the named stream of `split`.
 
-    A uniform random subset keeps the class proportions roughly; sorting keeps the canonical order.
+    The draw uses the dataset seed, not the experiment's: a subset is part of the data, so every seed
+    of a `data.limit` experiment trains on the same images and is measured with the same classifier
+    and reference. A uniform random subset keeps the class proportions roughly; sorting keeps the
+    canonical order.
     """
     if limit is None or count <= limit:
         return slice(None)
-    rng = numpy_rng(seed, f"preprocess.subset.{split}")
+    rng = numpy_rng(DATASET_SEED, f"preprocess.subset.{split}")
     return np.sort(rng.permutation(count)[:limit])
 
 
@@ -186,14 +190,14 @@ def _raw_splits(
 
 def preprocess(params: dict[str, Any]) -> None:
     """Preprocess stage: write the processed train/val/test splits, info.json and the real grid."""
-    data, seed = params["data"], params["seed"]
+    data = params["data"]
     manifest = _read_manifest()
     raw_file = paths.RAW_DIR / manifest["file"]
     multi_label = manifest["task"] == MULTI_LABEL
     counts: dict[str, int] = {}
     outputs = {"train": paths.PROCESSED_TRAIN, "val": paths.PROCESSED_VAL, "test": paths.PROCESSED_TEST}
     for split, (images, labels) in _raw_splits(raw_file, manifest, multi_label).items():
-        keep = subset(len(labels), data["limit"], seed, split)
+        keep = subset(len(labels), data["limit"], split)
         images = prepare_images(images[keep], data["channels"], data["image_size"])
         save_npz(outputs[split], images=images, labels=flatten_labels(labels[keep], multi_label))
         counts[split] = len(images)
