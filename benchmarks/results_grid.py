@@ -9,7 +9,9 @@ and machine made it.
 Groups (all on ../shared/data/mnist_t10k.npz, 8,000 training images, 1 channel, 28 px,
 arch.ngf = ndf = 16 so that a CPU can afford the steps, 5,000 samples scored against up to 5,000
 real images, seeds 0, 1, 2):
-- `conditional`: hinge (6,000 critic steps), unconditional and projection;
+- `conditional`: hinge (8,000 critic steps), unconditional and projection, with the utility stage's
+  low-data arm at 1% of the real training split (80 images; at the default 10% real MNIST alone
+  already matches the synthetic data, README "Utility");
 - `augment`: hinge and dcgan (2,000 critic steps) and wgan_gp (4,000), without and with DiffAugment
   (color, translation, cutout), at data.limit 500; hinge and dcgan also on all 8,000 images;
 - `augment_wgan_gp_full`: wgan_gp (4,000), without and with DiffAugment, on all 8,000 images;
@@ -19,9 +21,11 @@ real images, seeds 0, 1, 2):
 The first two are what the 2-core CPU could afford in one session (the table's footer says which
 ran); the others take hours there.
 
-An existing `--repo` (a clone this script made before) is reused: its finished experiments stay in
-the table, so groups can be run one after another. `--collect` queues nothing: it waits for that
-clone's queue to drain and writes the table.
+An existing `--repo` (a clone this script made before) is reused: it is fast-forwarded to this
+checkout's HEAD, so new runs use today's code, and its finished experiments stay in the table
+(`ganpipe results --all-commits`; the `code` column tells the commits apart), so groups can be run
+one after another. `--collect` queues nothing: it waits for that clone's queue to drain and writes
+the table.
 
     python benchmarks/results_grid.py [--groups conditional,augment] [--jobs 2] [--repo DIR]
         [--collect] [--out docs/results.md]
@@ -46,6 +50,7 @@ MNIST_NPZ = REPO.parent / "shared" / "data" / "mnist_t10k.npz"
 DIFFAUGMENT = "[color,translation,cutout]"
 SEEDS = "0,1,2"
 GROUPS = ("conditional", "augment", "augment_wgan_gp_full", "conditional_wgan_gp", "losses")
+LOW_DATA_FRACTION = 0.01
 FIVE_LOSSES = {"wgan": 10000, "wgan_gp": 10000, "lsgan": 2000, "dcgan": 2000, "hinge": 2000}
 
 
@@ -69,9 +74,10 @@ def group_runs(group: str) -> list[tuple[int, list[str]]]:
     """(critic steps, other -S overrides) of each queued command of a group (a grid over the seeds)."""
     runs: list[tuple[int, list[str]]] = []
     if group in ("conditional", "conditional_wgan_gp"):
-        model, steps = ("hinge", 6000) if group == "conditional" else ("wgan_gp", 10000)
+        model, steps = ("hinge", 8000) if group == "conditional" else ("wgan_gp", 10000)
         for mode in ("none", "projection"):
-            runs.append((steps, [f"model={model}", f"models.{model}.conditional={mode}"]))
+            runs.append((steps, [f"model={model}", f"models.{model}.conditional={mode}",
+                                 f"utility.low_data_fraction={LOW_DATA_FRACTION}"]))
     elif group in ("augment", "augment_wgan_gp_full"):
         if group == "augment":
             settings = [("500", "hinge", 2000), ("500", "dcgan", 2000), ("500", "wgan_gp", 4000),
@@ -125,6 +131,8 @@ def main() -> None:
         raise SystemExit("--collect needs --repo: a clone this script queued runs in")
     if not (repo / ".dvc").exists():
         run(["git", "clone", "--quiet", str(REPO), str(repo)], REPO.parent)
+    elif not args.collect:
+        run(["git", "pull", "--quiet", "--ff-only", str(REPO), "HEAD"], repo)
     # The clone's own ganpipe, not the editable install's checkout (which may have moved on since);
     # no progress bars in the queue logs.
     env = dict(os.environ, CI="1", PYTHONPATH=str(repo.resolve()))
@@ -153,7 +161,8 @@ def main() -> None:
     status = wait_for_queue(repo)
     run(["dvc", "queue", "stop"], repo, env)  # its workers stay up, idle, until told to stop
     failed = [line for line in status.splitlines() if " Failed " in line]
-    run([sys.executable, "-m", "ganpipe.cli", "results", "--out", str(args.out.resolve())], repo, env)
+    run([sys.executable, "-m", "ganpipe.cli", "results", "--all-commits", "--out", str(args.out.resolve())],
+        repo, env)
     minutes = (time.perf_counter() - start) / 60
     wall = "wall time not measured (--collect)" if args.collect else f"{minutes:.0f} min wall"
     footer = [

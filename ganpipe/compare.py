@@ -53,12 +53,14 @@ PARAM_COLUMNS = ("model", "loss", "conditional", "lr_g", "lr_d", "n_critic", "ep
 
 @dataclass(frozen=True)
 class Experiment:
-    """One finished run: its display name, commit, params.yaml and metrics files (by path)."""
+    """One finished run: its display name, commit, params.yaml and metrics files (by path), and
+    `baseline`, the commit whose code it ran (its own for a commit; the workspace's is "workspace")."""
 
     name: str
     rev: str
     params: dict[str, Any]
     metrics: dict[str, dict[str, Any]]
+    baseline: str = ""
 
     def row(self) -> dict[str, Any]:
         """The report row: the key params of the selected model, then the metrics."""
@@ -112,7 +114,9 @@ def _file_data(files: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     }
 
 
-def _experiment(name: str, entry: dict[str, Any], state: str | None, skipped: list[str]) -> Experiment | None:
+def _experiment(
+    name: str, entry: dict[str, Any], state: str | None, skipped: list[str], baseline: str
+) -> Experiment | None:
     """The Experiment of one `rev` entry, or None (with the reason added to `skipped`)."""
     if state in UNFINISHED_STATES:
         skipped.append(f"{name}: {UNFINISHED_STATES[state]}")
@@ -130,7 +134,8 @@ def _experiment(name: str, entry: dict[str, Any], state: str | None, skipped: li
         skipped.append(f"{name}: no {paths.SCORES.as_posix()} (the pipeline did not reach the score stage)")
         return None
     params = _file_data(data.get("params")).get(PARAMS_FILE, {})
-    return Experiment(name=name, rev=entry.get("rev") or name, params=params, metrics=metrics)
+    rev = entry.get("rev") or name
+    return Experiment(name=name, rev=rev, params=params, metrics=metrics, baseline=baseline)
 
 
 def collect_experiments(document: list[dict[str, Any]]) -> tuple[list[Experiment], list[str]]:
@@ -144,16 +149,16 @@ def collect_experiments(document: list[dict[str, Any]]) -> tuple[list[Experiment
     for commit in document:
         rev = commit.get("rev") or ""
         name = WORKSPACE if rev == WORKSPACE else commit.get("name") or rev[:7]
-        baseline = _experiment(name, commit, None, skipped)
-        if baseline is not None:
-            experiments.append(baseline)
+        commit_run = _experiment(name, commit, None, skipped, rev)
+        if commit_run is not None:
+            experiments.append(commit_run)
         for experiment in commit.get("experiments") or []:
             revs = experiment.get("revs") or []
             if not revs:
                 continue
             state = (experiment.get("executor") or {}).get("state")
             exp_name = experiment.get("name") or revs[0].get("name") or (revs[0].get("rev") or "")[:7]
-            found = _experiment(exp_name, revs[0], state, skipped)
+            found = _experiment(exp_name, revs[0], state, skipped, rev)
             if found is not None:
                 experiments.append(found)
     workspace = next((e for e in experiments if e.rev == WORKSPACE), None)

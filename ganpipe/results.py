@@ -4,7 +4,9 @@
 setting once, mean ± std over its seeds: domain FID (with its real-vs-real noise floor), label
 accuracy (conditional models), the TSTR ratio of the utility stage and the training time. A setting
 is the model with its loss and conditioning, DiffAugment, the dataset, `data.limit`, the training
-length and the sample count (FID is biased by N, so different N never share a row).
+length, the sample count (FID is biased by N, so different N never share a row) and the commit whose
+code ran (`code`): runs of different code never share a row either, which matters with
+`--all-commits`.
 
 Anyone can repeat the table: queue the runs (README, "Results table"), start the queue, then run
 `ganpipe results`.
@@ -24,13 +26,18 @@ from ganpipe.errors import GanpipeError
 from ganpipe.io import write_text
 
 RESULTS = Path("docs") / "results.md"
-SETTING_COLUMNS = ("model", "loss", "conditional", "augment", "data", "limit", "steps", "num_generated")
+SETTING_COLUMNS = (
+    "model", "loss", "conditional", "augment", "data", "limit", "steps", "num_generated", "code"
+)
 # (column, metrics file, key): averaged over the seeds of a setting.
 MEASURED = (
     ("fid", paths.SCORES, "fid"),
     ("fid_noise_floor", paths.SCORES, "fid_noise_floor"),
     ("label_accuracy", paths.SCORES, "label_accuracy"),
     ("tstr_ratio", paths.UTILITY_METRICS, "tstr_ratio"),
+    # The utility stage's low-data arms: a fraction of the real training split alone, and with synthetic.
+    ("low_accuracy", paths.UTILITY_METRICS, "low_accuracy_mean"),
+    ("low_mixed_accuracy", paths.UTILITY_METRICS, "low_mixed_accuracy_mean"),
     ("train_time_s", paths.TRAIN_METRICS, "train_time_s"),
 )
 
@@ -48,7 +55,7 @@ def setting(experiment: Experiment) -> tuple[Any, ...]:
     steps = experiment.metrics.get(paths.TRAIN_METRICS.as_posix(), {}).get("steps")
     num_generated = experiment.metrics.get(paths.SCORES.as_posix(), {}).get("num_generated")
     return (model, config.get("loss"), config.get("conditional", "none"), augment, dataset,
-            data.get("limit"), steps, num_generated)
+            data.get("limit"), steps, num_generated, experiment.baseline[:7])
 
 
 def _value(experiment: Experiment, source: Path, key: str) -> float | None:
@@ -88,7 +95,10 @@ def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
         "(sample std) over the seeds listed. `fid` is the domain FID (lower is better) and "
         "`fid_noise_floor` the same metric between two disjoint real sets at the same N; `label_accuracy` "
         "the domain classifier's accuracy on generated images against their conditioning labels; "
-        "`tstr_ratio` the utility stage's train-on-synthetic / train-on-real test accuracy.",
+        "`tstr_ratio` the utility stage's train-on-synthetic / train-on-real test accuracy, and "
+        "`low_accuracy` / `low_mixed_accuracy` its low-data arms' test accuracy (a fraction of the real "
+        "training split alone / with synthetic images added; each the mean of the stage's runs). "
+        "`code` is the commit whose code made the row.",
         "",
         "| " + " | ".join(columns) + " |",
         "| " + " | ".join("---" for _ in columns) + " |",

@@ -13,6 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
+# pytest-xdist runs one worker per core: each worker, and the stage subprocesses it starts, gets its
+# share of the cores instead of every torch spinning one thread per core (set before torch loads).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 MNIST_NPZ = SHARED_DATA / "mnist_t10k.npz"

@@ -37,8 +37,15 @@ def test_another_setting_gets_its_own_row_and_the_table_lists_every_column() -> 
     experiments[0] = compare.Experiment(changed.name, changed.rev, params, changed.metrics)
     rows = results.results_rows(experiments)
     assert len(rows) == 3 and {row["limit"] for row in rows} == {None, 500}
+    # The same params run by other code (a later commit, with --all-commits) is another row too.
+    other_code = experiments[1]
+    experiments[1] = compare.Experiment(other_code.name, other_code.rev, other_code.params,
+                                        other_code.metrics, baseline="f" * 40)
+    rows = results.results_rows(experiments)
+    assert len(rows) == 4 and "fffffff" in {row["code"] for row in rows}
     table = results.markdown(rows, ["broken: failed"])
     header = table.splitlines()[4]
-    expected = (*results.SETTING_COLUMNS, "seeds", "fid", "fid_noise_floor", "label_accuracy", "tstr_ratio")
+    expected = (*results.SETTING_COLUMNS, "seeds", "fid", "fid_noise_floor", "label_accuracy", "tstr_ratio",
+                "low_accuracy", "low_mixed_accuracy")
     assert all(f" {column} " in header for column in expected)
     assert "- broken: failed" in table
