@@ -107,7 +107,8 @@ def wait_for_queue(repo: Path, poll_s: float = 30.0) -> str:
     """Block until no experiment is queued or running; the final `dvc queue status` table."""
     while True:
         status = run(["dvc", "queue", "status"], repo)
-        busy = [line for line in status.splitlines() if " Queued " in line or " Running " in line]
+        # The state is a column of its own, the last one where the table has no other after it.
+        busy = [line for line in status.splitlines() if {"Queued", "Running"} & set(line.split())]
         now = time.strftime("%H:%M:%S")
         print(f"{now} queue: {len(busy)} queued or running", file=sys.stderr, flush=True)
         if not busy:
@@ -160,7 +161,7 @@ def main() -> None:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     status = wait_for_queue(repo)
     run(["dvc", "queue", "stop"], repo, env)  # its workers stay up, idle, until told to stop
-    failed = [line for line in status.splitlines() if " Failed " in line]
+    failed = [line for line in status.splitlines() if "Failed" in line.split()]
     run([sys.executable, "-m", "ganpipe.cli", "results", "--all-commits", "--out", str(args.out.resolve())],
         repo, env)
     minutes = (time.perf_counter() - start) / 60
