@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
 import sys
 from pathlib import Path
 
@@ -134,8 +135,10 @@ def write_code_deps(path: Path = REPO_ROOT / "dvc.yaml") -> None:
 
 
 def _stage_script(cmd: str) -> str | None:
+    """The stage script a command runs: `python -m stages.x` (dvc.yaml's form) or `python stages/x.py`."""
     words = cmd.split()
     scripts = [word for word in words if word.startswith("stages/") and word.endswith(".py")]
+    scripts += [word.replace(".", "/") + ".py" for word in words if re.fullmatch(r"stages\.\w+", word)]
     return scripts[0] if scripts else None
 
 

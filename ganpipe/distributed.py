@@ -272,7 +272,11 @@ def launch(world_size: int, script: str) -> int:
     the rank's exit status. The ranks' stderr is held until the end for that reason.
     """
     command = [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc-per-node={world_size}", script]
-    result = subprocess.run(command, stderr=subprocess.PIPE, text=True, check=False)
+    # torchrun runs the script by path, which puts stages/ first on sys.path: the repository root goes
+    # before it, so the ranks import the ganpipe next to the script, as the stage itself does.
+    root = str(Path(script).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    result = subprocess.run(command, stderr=subprocess.PIPE, text=True, check=False, env=env)
     errors = list(dict.fromkeys(line for line in result.stderr.splitlines() if line.startswith("error: ")))
     if result.returncode != 0 and errors:
         print("\n".join(errors), file=sys.stderr)

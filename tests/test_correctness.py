@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,23 @@ def test_every_stage_depends_on_its_whole_import_closure() -> None:
         import_closure("stages/train.py")
     )
     assert "ganpipe/plots.py" not in import_closure("stages/train.py")  # a plot change never retrains
+
+
+def test_every_stage_imports_the_ganpipe_next_to_it(tmp_path: Path) -> None:
+    """`dvc exp run --queue` runs an experiment in a temporary copy of the repository: its stages must
+    import that copy's ganpipe (whose files DVC hashed as deps), not the checkout that the editable
+    install points at, which may have been edited since the experiment was queued."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    commands = {name: stage["cmd"] for name, stage in stages.items()}
+    assert commands == {name: f"python -m stages.{name}" for name in stages}
+    copy = tmp_path / "queued-copy"
+    for folder in ("ganpipe", "stages"):
+        shutil.copytree(REPO / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "stages" / "probe.py").write_text("import ganpipe\nprint(ganpipe.__file__)\n")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-m", "stages.probe"], cwd=copy, env=env,
+                          capture_output=True, text=True, check=True)
+    assert Path(done.stdout.strip()).parent == copy / "ganpipe"
 
 
 def test_the_deps_check_catches_the_lists_it_replaced() -> None:
