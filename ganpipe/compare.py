@@ -35,6 +35,7 @@ from ganpipe.params import PARAMS_FILE
 
 WORKSPACE = "workspace"
 UNFINISHED_STATES = {"queued": "queued, not run yet", "running": "still running"}
+COMMIT = "commit"  # the state _experiment gets for a commit's (or the workspace's) own entry
 
 # Report columns: (column, source file, key). Params come from params.yaml, metrics from their JSON.
 METRIC_COLUMNS = (
@@ -131,7 +132,11 @@ def _experiment(
     data = entry.get("data") or {}
     metrics = _file_data(data.get("metrics"))
     if paths.SCORES.as_posix() not in metrics:
-        skipped.append(f"{name}: no {paths.SCORES.as_posix()} (the pipeline did not reach the score stage)")
+        # A commit (or the workspace) that never ran the pipeline is not a failed run: with
+        # --all-commits most commits are such, and a note for each would bury the real ones.
+        if state != COMMIT:
+            scores = paths.SCORES.as_posix()
+            skipped.append(f"{name}: no {scores} (the pipeline did not reach the score stage)")
         return None
     params = _file_data(data.get("params")).get(PARAMS_FILE, {})
     rev = entry.get("rev") or name
@@ -149,7 +154,7 @@ def collect_experiments(document: list[dict[str, Any]]) -> tuple[list[Experiment
     for commit in document:
         rev = commit.get("rev") or ""
         name = WORKSPACE if rev == WORKSPACE else commit.get("name") or rev[:7]
-        commit_run = _experiment(name, commit, None, skipped, rev)
+        commit_run = _experiment(name, commit, COMMIT, skipped, rev)
         if commit_run is not None:
             experiments.append(commit_run)
         for experiment in commit.get("experiments") or []:

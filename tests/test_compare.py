@@ -62,6 +62,15 @@ def test_experiment_without_scores_is_skipped(document):
     assert any(note.startswith("dcgan-seed0: no metrics/scores.json") for note in skipped)
 
 
+def test_commit_that_never_ran_the_pipeline_is_left_out_without_a_note(document):
+    document[0]["data"]["metrics"] = {}  # e.g. one of the commits `dvc exp show --all-commits` lists
+
+    experiments, skipped = compare.collect_experiments(document)
+
+    assert [e.name for e in experiments] == FINISHED
+    assert not any(note.startswith("workspace") for note in skipped)
+
+
 def test_unreadable_workspace_is_skipped_with_dvcs_message(document):
     reason = "unable to read: 'dvc.yaml', YAML file structure is corrupted"  # DVC's words
     document[0]["data"] = None
