@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import MNIST_NPZ, dvc, run
+from conftest import dvc, run
 
 STAGES = (
     "download",
@@ -148,16 +148,3 @@ def test_default_params_without_network_fail_fast_at_download(
     assert "pathmnist" in errors[0] and "data.source" in errors[0] and "digits" in errors[0]
     assert "Traceback" not in result.stderr
     assert not (repo_copy / "data/processed").exists()
-
-
-def test_real_mnist_from_local_source(repo_copy: Path) -> None:
-    # The npz through DVC; the idx folder's loader is tested on the same data in tests/test_data.py.
-    source = MNIST_NPZ
-    if not source.exists():
-        pytest.skip(f"{source} is not on this machine")
-    # Up to the score stage: the figures, export and utility stages are covered by the test above.
-    dvc(repo_copy, "exp", "run", "score", "-S", "data.name=local", "-S", f"data.source={source}")
-    info = json.loads((repo_copy / "data/processed/info.json").read_text())
-    assert info["n_classes"] == 10 and info["size"] == 28
-    scores = json.loads((repo_copy / "metrics/scores.json").read_text())
-    assert scores["fid"] > 0
