@@ -78,7 +78,11 @@ def test_two_ranks_match_one_process_resume_exactly_and_refuse_another_world_siz
             if value.is_floating_point() and "running" not in key:  # BN running stats: not trained by Adam
                 assert float((value - two[key]).abs().max()) < tolerance, (name, key)
             elif "running" in key:
-                assert torch.allclose(value, two[key], rtol=1e-4, atol=1e-6), (name, key)
+                # Batch-norm running statistics average activations of those weights, so they inherit
+                # the weights' rounding differences: measured at most 4e-6 apart with one thread per
+                # process (as under the parallel test runner), 5e-7 with two. 1e-5 is still 0.2% of
+                # the running means' size here (about 5e-3).
+                assert torch.allclose(value, two[key], rtol=1e-4, atol=1e-5), (name, key)
     # The logged losses are the global batch's (averaged over the ranks), as one process logs them.
     logs = [np.loadtxt(run / paths.LOSSES_TSV, skiprows=1) for run in (single, whole)]
     assert logs[0].shape == logs[1].shape
