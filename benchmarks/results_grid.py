@@ -103,10 +103,22 @@ def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str
     return done.stdout
 
 
-def wait_for_queue(repo: Path, poll_s: float = 30.0) -> str:
-    """Block until no experiment is queued or running; the final `dvc queue status` table."""
+def wait_for_queue(repo: Path, poll_s: float = 30.0, retries: int = 5) -> str:
+    """Block until no experiment is queued or running; the final `dvc queue status` table.
+
+    `dvc queue status` now and then fails while a task changes state (it reads a half-written file:
+    "Expecting value: line 1 column 1"); the queue itself is fine, so a failed poll is retried.
+    """
+    failures = 0
     while True:
-        status = run(["dvc", "queue", "status"], repo)
+        done = subprocess.run(["dvc", "queue", "status"], cwd=repo, capture_output=True, text=True)
+        if done.returncode != 0:
+            failures += 1
+            if failures > retries:
+                raise SystemExit(f"dvc queue status failed {failures} times in a row:\n{done.stderr}")
+            time.sleep(poll_s)
+            continue
+        failures, status = 0, done.stdout
         # The state is a column of its own, the last one where the table has no other after it.
         busy = [line for line in status.splitlines() if {"Queued", "Running"} & set(line.split())]
         now = time.strftime("%H:%M:%S")
