@@ -27,13 +27,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ganpipe import paths  # noqa: E402
+from ganpipe.classifier import DomainClassifier  # noqa: E402
 from ganpipe.models import Critic  # noqa: E402
 from ganpipe.processed import read_split  # noqa: E402
 
 
 def critic_scores(critic: Critic, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The critic's raw score of each uint8 image, on the [-1, 1] scale it trained on."""
-    x = torch.from_numpy(images).float().div(127.5).sub(1.0)
+    x = DomainClassifier.normalize(torch.from_numpy(images))
     y = torch.from_numpy(labels) if critic.config["conditional"] != "none" else None
     with torch.no_grad():
         return critic(x, y).flatten().numpy()
