@@ -42,6 +42,9 @@ TINY: dict[str, Any] = {
     "score.batch_size": 64,
 }
 
+# Every stage of dvc.yaml, in order.
+PIPELINE_STAGES = tuple(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+
 COPIED = ("dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".gitignore", "stages", "ganpipe")
 
 
@@ -89,6 +92,11 @@ def run(
 
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run([sys.executable, "-m", "dvc", *args], repo, check=check)
+
+
+def ran_stages(dvc_stdout: str) -> set[str]:
+    """The stages a `dvc repro` / `dvc exp run` ran (not restored from the run cache, not skipped)."""
+    return {line.split("'")[1] for line in dvc_stdout.splitlines() if line.startswith("Running stage '")}
 
 
 @pytest.fixture

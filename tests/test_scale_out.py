@@ -13,14 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-from conftest import dvc, run, tiny_params, write_params
+from conftest import dvc, ran_stages, run, tiny_params, write_params
 
 SHARED_STAGES = ("download", "preprocess", "classifier", "reference", "train_reference")
 MACHINES = {"machine-a": "lsgan", "machine-b": "dcgan"}  # clone -> the model it runs
-
-
-def _ran(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
 
 
 def _clone(bare: Path, branch: str, folder: Path) -> Path:
@@ -64,7 +60,7 @@ def test_two_machines_push_experiments_and_a_third_compares_them(repo_copy: Path
     # The shared stages run once; their outputs go to the DVC remote, dvc.lock and the git-tracked
     # metrics to the Git remote.
     shared = dvc(origin, "repro", *SHARED_STAGES[-2:])
-    assert _ran(shared.stdout) == set(SHARED_STAGES), shared.stdout
+    assert ran_stages(shared.stdout) == set(SHARED_STAGES), shared.stdout
     run(["git", "add", "-A"], origin)
     run(["git", "commit", "-q", "-m", "shared stages"], origin)
     branch = run(["git", "symbolic-ref", "--short", "HEAD"], origin).stdout.strip()
@@ -76,7 +72,7 @@ def test_two_machines_push_experiments_and_a_third_compares_them(repo_copy: Path
         outputs = list(pool.map(lambda item: _machine(bare, branch, tmp_path / item[0], item[1]),
                                 MACHINES.items()))
     for output in outputs:
-        assert _ran(output) == {"train", "sample", "score"}, output  # the shared stages were pulled
+        assert ran_stages(output) == {"train", "sample", "score"}, output  # the shared stages were pulled
 
     third = _clone(bare, branch, tmp_path / "laptop")
     # Work went on here: HEAD is no longer the experiments' baseline, hence --all-commits below.
