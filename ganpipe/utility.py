@@ -9,7 +9,8 @@ train 5 arms × 3 seeds in minutes, and it already selects its weights on a vali
 The arms (real images always come from the processed splits):
 - `trtr`: the real training split;
 - `tstr`: synthetic images only, as many as the real training split has (or all there are);
-- `mixed`: the real training split plus `utility.synthetic_ratio` × its size of synthetic images;
+- `mixed`: the real training split plus `utility.synthetic_ratio` × its size of synthetic images (or
+  all there are: a one-line warning says when the samples fall short of either count);
 - `low`: a stratified `utility.low_data_fraction` of the real training split;
 - `low_mixed`: that fraction plus the same synthetic images as `mixed`.
 Every arm selects its weights on the real val split and is tested on the real test split; neither
@@ -19,6 +20,7 @@ ever reaches training. Synthetic subsets are stratified by their conditioning la
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -162,6 +164,21 @@ def measure_utility(params: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
+def _warn_if_short(n_synthetic: int, n_real: int, synthetic_ratio: float) -> None:
+    """Say so, in one line, when the arms must make do with fewer synthetic images than they ask for
+    (each arm's `*_n_train` in metrics/utility.json records what it trained on)."""
+    wanted = max(n_real, round(synthetic_ratio * n_real))
+    if n_synthetic < wanted:
+        print(
+            f"warning: {paths.SAMPLES}: {n_synthetic} generated images, fewer than the {wanted} the "
+            f"utility arms ask for (as many as the {n_real} real training images, and synthetic_ratio "
+            f"{synthetic_ratio} × that); they train on all {n_synthetic}; raise sample.num_samples to "
+            f"at least {wanted} for equal counts",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _run_arms(params: dict[str, Any], synthetic: Arrays) -> dict[str, Any]:
     info = read_info()
     n_classes = int(info["n_classes"])
@@ -172,6 +189,7 @@ def _run_arms(params: dict[str, Any], synthetic: Arrays) -> dict[str, Any]:
         raise run_first(paths.SAMPLES, "sample", f"holds images of shape {synthetic[0].shape[1:]}, the "
                         f"data's are {real[0].shape[1:]}")
     cfg, recipe = params["utility"], params["classifier"]
+    _warn_if_short(len(synthetic[1]), len(real[1]), cfg["synthetic_ratio"])
     device = resolve_device()
     results: dict[str, list[dict[str, float | None]]] = {arm: [] for arm in ARMS}
     metrics = _empty_metrics(params, None)

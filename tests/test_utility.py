@@ -91,16 +91,23 @@ def test_unconditional_samples_are_skipped_with_the_reason(in_root: Path) -> Non
     assert rows[0].startswith("arm\t") and len(rows) == 1 + len(ARMS)
 
 
-def test_a_perfect_generator_scores_like_real_data_and_noise_like_chance(in_root: Path) -> None:
+def test_a_perfect_generator_scores_like_real_data_and_noise_like_chance(
+    in_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     skipped_keys = set(_run({"images": np.zeros((64, 1, 28, 28), np.uint8)}))
     train_images, train_labels = read_split(paths.PROCESSED_TRAIN)
     perfect = _run({"images": train_images, "labels": train_labels})  # "generated" = the real split
+    assert "warning" not in capsys.readouterr().err
     assert perfect["skipped"] is None and set(perfect) == skipped_keys
     assert perfect["trtr_accuracy_mean"] > 0.75
     assert perfect["tstr_ratio"] == pytest.approx(1.0, abs=0.1)
     assert all(perfect[f"{arm}_accuracy_std"] is not None for arm in ARMS)
     rng = np.random.default_rng(1)
-    noise = _run({"images": rng.integers(0, 256, train_images.shape, dtype=np.uint8),
-                  "labels": rng.integers(0, 10, len(train_labels))})
+    half = len(train_labels) // 2  # fewer samples than real images: the arms take all, and say so
+    noise = _run({"images": rng.integers(0, 256, (half, *train_images.shape[1:]), dtype=np.uint8),
+                  "labels": rng.integers(0, 10, half)})
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "sample.num_samples" in warnings[0], warnings
+    assert noise["tstr_n_train"] == half and noise["mixed_n_train"] == len(train_labels) + half
     assert noise["tstr_accuracy_mean"] < 0.3 and noise["tstr_ratio"] < 0.35
     assert noise["trtr_accuracy_mean"] == perfect["trtr_accuracy_mean"]  # the real arm does not change
