@@ -107,11 +107,21 @@ def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str
     return done.stdout
 
 
-def wait_for_queue(repo: Path, poll_s: float = 30.0, retries: int = 5) -> str:
+def start_workers(repo: Path, jobs: int, env: dict[str, str]) -> None:
+    # The workers inherit its stdout: with captured pipes the call would last the whole queue.
+    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for_queue(repo: Path, jobs: int, env: dict[str, str], poll_s: float = 30.0, retries: int = 5) -> str:
     """Block until no experiment is queued or running; the final `dvc queue status` table.
 
     `dvc queue status` now and then fails while a task changes state (it reads a half-written file:
     "Expecting value: line 1 column 1"); the queue itself is fine, so a failed poll is retried.
+    Workers that stopped with tasks still queued are started again: in a reused clone, new workers
+    have logged "Got shutdown from remote" as they took their first task, and quit after it
+    (.dvc/tmp/exps/celery/dvc-exp-worker-1.out), most likely on a shutdown an earlier run's
+    `dvc queue stop` left in DVC's queue broker.
     """
     failures = 0
     while True:
@@ -129,6 +139,10 @@ def wait_for_queue(repo: Path, poll_s: float = 30.0, retries: int = 5) -> str:
         print(f"{now} queue: {len(busy)} queued or running", file=sys.stderr, flush=True)
         if not busy:
             return status
+        if "Worker status: 0 active, 0 idle" in status:
+            print(f"{now} queue: tasks queued but no worker left; starting {jobs}", file=sys.stderr,
+                  flush=True)
+            start_workers(repo, jobs, env)
         time.sleep(poll_s)
 
 
@@ -172,10 +186,8 @@ def main() -> None:
             run(command, repo, env)
         commands.append(shlex.join(command).replace(str(MNIST_NPZ), "../shared/data/mnist_t10k.npz"))
     if not args.collect:
-        # The workers inherit its stdout: with captured pipes the call would last the whole queue.
-        subprocess.run(["dvc", "queue", "start", "-j", str(args.jobs)], cwd=repo, env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    status = wait_for_queue(repo)
+        start_workers(repo, args.jobs, env)
+    status = wait_for_queue(repo, args.jobs, env)
     run(["dvc", "queue", "stop"], repo, env)  # its workers stay up, idle, until told to stop
     failed = [line for line in status.splitlines() if "Failed" in line.split()]
     run([sys.executable, "-m", "ganpipe.cli", "results", "--all-commits", "--out", str(args.out.resolve())],
