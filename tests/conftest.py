@@ -19,22 +19,6 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
-# pytest-xdist hands each file to one worker (--dist loadfile), in collection order
-# (--no-loadscope-reorder; by default it sends the files with the most tests first, which puts these
-# single long tests last, each then running alone while the other core idles). The longest go first
-# so that the short files fill in around them. Each worker is handed two files at the start: the
-# first worker's second one is short, so the longest file (about half the suite's time on one
-# thread) is not followed by another long one.
-FIRST_FILES = (
-    "test_pipeline.py", "test_scale_out.py", "test_params.py", "test_ddp.py", "test_pipeline_mnist.py"
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: position for position, name in enumerate(FIRST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST_FILES)))  # stable: file order kept
-
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 MNIST_NPZ = SHARED_DATA / "mnist_t10k.npz"
