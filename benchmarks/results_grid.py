@@ -118,12 +118,13 @@ def wait_for_queue(repo: Path, jobs: int, env: dict[str, str], poll_s: float = 3
 
     `dvc queue status` now and then fails while a task changes state (it reads a half-written file:
     "Expecting value: line 1 column 1"); the queue itself is fine, so a failed poll is retried.
-    Workers that stopped with tasks still queued are started again: in a reused clone, new workers
-    have logged "Got shutdown from remote" as they took their first task, and quit after it
-    (.dvc/tmp/exps/celery/dvc-exp-worker-1.out), most likely on a shutdown an earlier run's
-    `dvc queue stop` left in DVC's queue broker.
+    A queue that stalls, tasks queued and none running on two polls in a row, gets `jobs` new
+    workers: workers have quit with tasks left (.dvc/tmp/exps/celery/dvc-exp-worker-*.out): in a
+    reused clone, on "Got shutdown from remote" as they took their first task (most likely a
+    shutdown an earlier run's `dvc queue stop` left in the broker), and on that same JSONDecodeError.
+    The "Worker status" line is no guide: it read "0 active, 0 idle" with three tasks running.
     """
-    failures = 0
+    failures, stalled_polls = 0, 0
     while True:
         done = subprocess.run(["dvc", "queue", "status"], cwd=repo, capture_output=True, text=True)
         if done.returncode != 0:
@@ -134,15 +135,18 @@ def wait_for_queue(repo: Path, jobs: int, env: dict[str, str], poll_s: float = 3
             continue
         failures, status = 0, done.stdout
         # The state is a column of its own, the last one where the table has no other after it.
-        busy = [line for line in status.splitlines() if {"Queued", "Running"} & set(line.split())]
+        states = [line.split()[-1] for line in status.splitlines() if line.split()]
+        queued, running = states.count("Queued"), states.count("Running")
         now = time.strftime("%H:%M:%S")
-        print(f"{now} queue: {len(busy)} queued or running", file=sys.stderr, flush=True)
-        if not busy:
+        print(f"{now} queue: {queued} queued, {running} running", file=sys.stderr, flush=True)
+        if not queued and not running:
             return status
-        if "Worker status: 0 active, 0 idle" in status:
-            print(f"{now} queue: tasks queued but no worker left; starting {jobs}", file=sys.stderr,
+        stalled_polls = stalled_polls + 1 if queued and not running else 0
+        if stalled_polls == 2:
+            print(f"{now} queue: stalled, no task running; starting {jobs} workers", file=sys.stderr,
                   flush=True)
             start_workers(repo, jobs, env)
+            stalled_polls = 0
         time.sleep(poll_s)
 
 
