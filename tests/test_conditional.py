@@ -1,5 +1,7 @@
 """Class-conditional GANs: every loss × conditioning mode trains, runs stay exact, labels flow from
-training through sampling, scoring, figures and the exported synthetic dataset back into the pipeline."""
+training through sampling, scoring, figures and the exported synthetic dataset back into the pipeline.
+Resume after kill -9 of a conditional model: tests/test_train.py, the one run with every training
+feature on."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_params
-from training import TRAIN_OUTPUTS, assert_resume_after_kill_is_bit_identical, train_in
+from training import train_in
 
 from ganpipe import paths
 from ganpipe.data import download, preprocess
@@ -135,18 +137,6 @@ def test_conditional_reruns_are_bit_identical(processed_digits: Callable[..., Pa
     for name in ("generator.pt", "critic.pt", "generator_ema.pt", "epoch_samples.npz"):
         first, second = (tmp_path / run / paths.TRAIN_DIR / name for run in ("a", "b"))
         assert first.read_bytes() == second.read_bytes()
-
-
-def test_conditional_resume_after_kill_is_bit_identical(
-    processed_digits: Callable[..., Path], tmp_path: Path
-) -> None:
-    params = tiny_params(
-        model="wgan_gp", data__channels=1, arch__ngf=16, arch__ndf=16, train__epochs=3,
-        train__checkpoint_every=3,
-    )
-    params["models"]["wgan_gp"].update(conditional="projection", dropout_d=0.2, ema_decay=0.95, n_critic=2)
-    outputs = (*TRAIN_OUTPUTS, paths.GENERATOR_EMA)
-    assert_resume_after_kill_is_bit_identical(tmp_path, processed_digits(1, 28), params, outputs)
 
 
 def test_multi_label_data_is_refused_for_conditional_training() -> None:

@@ -4,6 +4,9 @@ A bare Git repository stands in for the shared Git remote and a local folder for
 The origin clone runs the shared stages once and pushes them; two "machines" (clones) pull those
 instead of recomputing, each runs its own model and pushes the experiment; a third clone pulls
 both experiments and `ganpipe compare` tables them together.
+
+The data is real MNIST from ../shared/data's npz (`data.name=local`) where that file exists, so the
+same run also takes real data through every stage from download to score; digits elsewhere.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-from conftest import dvc, ran_stages, run, tiny_params, write_params
+from conftest import MNIST_NPZ, dvc, ran_stages, run, tiny_params, write_params
 
 SHARED_STAGES = ("download", "preprocess", "classifier", "reference", "train_reference")
 MACHINES = {"machine-a": "lsgan", "machine-b": "dcgan"}  # clone -> the model it runs
@@ -54,13 +57,17 @@ def test_two_machines_push_experiments_and_a_third_compares_them(repo_copy: Path
     origin = repo_copy
     bare, storage = tmp_path / "remote.git", tmp_path / "dvc-storage"
     run(["git", "init", "-q", "--bare", str(bare)], tmp_path)
-    write_params(origin, tiny_params())  # no FID during training: the test stays fast
+    real_mnist = MNIST_NPZ.exists()
+    data = {"data__name": "local", "data__source": str(MNIST_NPZ)} if real_mnist else {}
+    write_params(origin, tiny_params(**data))  # no FID during training: the test stays fast
     run(["git", "remote", "add", "origin", str(bare)], origin)
     dvc(origin, "remote", "add", "-d", "storage", str(storage))
     # The shared stages run once; their outputs go to the DVC remote, dvc.lock and the git-tracked
     # metrics to the Git remote.
     shared = dvc(origin, "repro", *SHARED_STAGES[-2:])
     assert ran_stages(shared.stdout) == set(SHARED_STAGES), shared.stdout
+    info = json.loads((origin / "data/processed/info.json").read_text())
+    assert (info["name"], info["n_classes"], info["size"]) == ("local" if real_mnist else "digits", 10, 28)
     run(["git", "add", "-A"], origin)
     run(["git", "commit", "-q", "-m", "shared stages"], origin)
     branch = run(["git", "symbolic-ref", "--short", "HEAD"], origin).stdout.strip()

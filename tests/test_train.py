@@ -182,10 +182,17 @@ def test_training_options_checked_before_training(
 
 
 def test_resume_after_kill_is_bit_identical(processed_digits: Callable[..., Path], tmp_path: Path) -> None:
-    # Big enough that the run lasts a few seconds; dropout + EMA + GP exercise every RNG stream.
+    """One kill -9 and resume with every training feature that keeps state or draws random numbers on:
+    a feature whose state the checkpoint missed would change the resumed run's files. (One run for all
+    of them, not one each: each kill-and-resume check costs three training processes.)"""
+    # Big enough that the run lasts a few seconds. Dropout, EMA, the gradient penalty's interpolates,
+    # DiffAugment's draws and the conditional labels are each a stream or a state of their own.
+    # checkpoint_every 4 against gp_every 3 and n_critic 5: checkpoints fall between penalty steps and
+    # inside a generator step's window, so the latest penalty must come back from the checkpoint.
     params = tiny_params(
-        model="wgan_gp", arch__ngf=32, arch__ndf=32, train__epochs=4, train__checkpoint_every=3
+        model="wgan_gp", arch__ngf=32, arch__ndf=32, train__epochs=4, train__checkpoint_every=4,
+        train__augment=["color", "translation", "cutout"],
     )
-    params["models"]["wgan_gp"].update(dropout_d=0.2, ema_decay=0.95)
+    params["models"]["wgan_gp"].update(conditional="projection", gp_every=3, dropout_d=0.2, ema_decay=0.95)
     outputs = (*TRAIN_OUTPUTS, paths.GENERATOR_EMA)
     assert_resume_after_kill_is_bit_identical(tmp_path, processed_digits(1, 28), params, outputs)
