@@ -60,6 +60,12 @@ def load_synthetic() -> Arrays | None:
     return images, labels
 
 
+def synthetic_counts(n_real: int, synthetic_ratio: float) -> tuple[int, int]:
+    """(tstr, added): the synthetic images the TSTR arm asks for (as many as the real training split)
+    and those the mixed arms add (`synthetic_ratio` × that); an arm takes all there are when fewer."""
+    return n_real, round(synthetic_ratio * n_real)
+
+
 def arm_data(
     real: Arrays, synthetic: Arrays, n_classes: int, params: dict[str, Any], run: int
 ) -> dict[str, Arrays]:
@@ -81,10 +87,11 @@ def arm_data(
     n_low = max(n_classes, round(cfg["low_data_fraction"] * n_real))
     low_index = stratified_subset(real_labels, n_low, rng)
     low = (real_images[low_index], real_labels[low_index])
-    added = synthetic_subset(round(cfg["synthetic_ratio"] * n_real))
+    n_tstr, n_added = synthetic_counts(n_real, cfg["synthetic_ratio"])
+    added = synthetic_subset(n_added)
     return {
         "trtr": real,
-        "tstr": synthetic_subset(n_real),
+        "tstr": synthetic_subset(n_tstr),
         "mixed": join(real, added),
         "low": low,
         "low_mixed": join(low, added),
@@ -167,7 +174,7 @@ def measure_utility(params: dict[str, Any]) -> dict[str, Any]:
 def _warn_if_short(n_synthetic: int, n_real: int, synthetic_ratio: float) -> None:
     """Say so, in one line, when the arms must make do with fewer synthetic images than they ask for
     (each arm's `*_n_train` in metrics/utility.json records what it trained on)."""
-    wanted = max(n_real, round(synthetic_ratio * n_real))
+    wanted = max(synthetic_counts(n_real, synthetic_ratio))
     if n_synthetic < wanted:
         print(
             f"warning: {paths.SAMPLES}: {n_synthetic} generated images, fewer than the {wanted} the "
