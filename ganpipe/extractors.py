@@ -12,6 +12,7 @@ architecture ganpipe builds itself (like DINOv2 from a local file) also needs it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 DOMAIN = "domain"
 
@@ -89,3 +90,9 @@ EXTRACTORS: dict[str, Extractor] = {
         _dinov2("b", "dinov2_vitb14", "vit_base_patch14_dinov2"),
     )
 }
+
+
+def weighted_extractors(score_params: dict[str, Any]) -> list[str]:
+    """The keys of score.extractors whose weights are files to find or download: all but the domain
+    extractor, whose weights the classifier stage trains."""
+    return [key for key in score_params["extractors"] if key != DOMAIN]

@@ -39,7 +39,7 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 
 from ganpipe.classifier import load_classifier
 from ganpipe.errors import GanpipeError, run_first
-from ganpipe.extractors import DOMAIN, EXTRACTORS, Extractor
+from ganpipe.extractors import DOMAIN, EXTRACTORS, Extractor, weighted_extractors
 from ganpipe.processed import check_images
 from ganpipe.stage import progress_disabled
 
@@ -324,20 +324,14 @@ def resolve_weights(score_params: dict[str, Any]) -> dict[str, str]:
     work: missing weights stop the pipeline before training.
     """
     local = score_params["weights"]
-    return {
-        key: ensure_weights(EXTRACTORS[key], local.get(key))
-        for key in score_params["extractors"]
-        if key != DOMAIN
-    }
+    return {key: ensure_weights(EXTRACTORS[key], local.get(key)) for key in weighted_extractors(score_params)}
 
 
 def resolved_weights(score_params: dict[str, Any]) -> dict[str, str]:
     """The files `resolve_weights` found, looked up in the same order without network or checks: what
     the reference and score stages use (the reference records their md5, the score compares it)."""
     out = {}
-    for key in score_params["extractors"]:
-        if key == DOMAIN:
-            continue
+    for key in weighted_extractors(score_params):
         local = score_params["weights"].get(key)
         path = Path(local) if local else weights_cache_path(EXTRACTORS[key])
         if not path.is_file():

@@ -3,7 +3,7 @@ every extractor in score.extractors (but the domain classifier's), so later stag
 network and missing weights stop the pipeline before training."""
 
 from ganpipe.data import download
-from ganpipe.extractors import DOMAIN
+from ganpipe.extractors import weighted_extractors
 from ganpipe.params import load_params
 from ganpipe.stage import run_stage
 
@@ -11,7 +11,7 @@ from ganpipe.stage import run_stage
 def main() -> None:
     params = load_params()
     # Weights first: missing ones fail in seconds, before a dataset download of minutes.
-    if any(key != DOMAIN for key in params["score"]["extractors"]):
+    if weighted_extractors(params["score"]):
         # Imported here: torch-fidelity brings torchvision and torch._dynamo (2 s of imports), which
         # the domain extractor alone, whose weights the classifier stage trains, does not need.
         from ganpipe.features import resolve_weights
