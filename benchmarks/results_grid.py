@@ -3,8 +3,10 @@
 Every row of docs/results.md comes from real `dvc exp run` experiments: this script clones the
 repository's HEAD into a folder (`--repo`, default a new temporary one), queues the groups asked for
 (`--groups`), starts `dvc queue start -j --jobs`, waits for the queue to drain, then runs
-`ganpipe results` there and copies the table to `--out`, with a footer saying which groups, commands
-and machine made it.
+`ganpipe results` there, writing the table to `--out`, and puts a block saying which groups, commands
+and machine made it first under the file's "How this table was made" heading. The blocks of earlier
+invocations and any notes after the table stay (`ganpipe results` keeps the file's `## ` sections),
+so the file's older rows keep their commands.
 
 Groups (all on ../shared/data/mnist_t10k.npz, 8,000 training images, 1 channel, 28 px,
 arch.ngf = ndf = 16 so that a CPU can afford the steps, 5,000 samples scored against up to 5,000
@@ -46,11 +48,14 @@ from pathlib import Path
 
 import torch
 
+from ganpipe.io import write_text
+
 REPO = Path(__file__).resolve().parents[1]
 MNIST_NPZ = REPO.parent / "shared" / "data" / "mnist_t10k.npz"
 DIFFAUGMENT = "[color,translation,cutout]"
 GROUPS = ("conditional", "augment", "augment_wgan_gp_full", "conditional_wgan_gp", "losses")
 LOW_DATA_FRACTION = 0.01
+HOW_HEADING = "## How this table was made"
 FIVE_LOSSES = {"wgan": 10000, "wgan_gp": 10000, "lsgan": 2000, "dcgan": 2000, "hinge": 2000}
 
 
@@ -97,6 +102,17 @@ def group_runs(group: str) -> list[tuple[int, list[str]]]:
     else:
         raise SystemExit(f"unknown group {group!r}; use {', '.join(GROUPS)}")
     return runs
+
+
+def with_invocation(text: str, block: str) -> str:
+    """`text` with `block` first under its "How this table was made" heading (added at the end if absent).
+
+    Newest first: the earlier invocations' blocks, which made the table's older rows, stay below it.
+    """
+    if HOW_HEADING not in text.splitlines():
+        return f"{text.rstrip()}\n\n{HOW_HEADING}\n\n{block}"
+    before, after = text.split(f"{HOW_HEADING}\n", 1)
+    return f"{before}{HOW_HEADING}\n\n{block}\n{after.lstrip(chr(10))}"
 
 
 def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -199,10 +215,7 @@ def main() -> None:
         repo, env)
     minutes = (time.perf_counter() - start) / 60
     wall = "wall time not measured (--collect)" if args.collect else f"{minutes:.0f} min wall"
-    footer = [
-        "",
-        "## How this table was made",
-        "",
+    block = [
         f"`python benchmarks/results_grid.py --groups {args.groups} --jobs {args.jobs} --seeds {args.seeds}` "
         f"on {time.strftime('%Y-%m-%d')}: {len(commands)} queued grids of seeds {args.seeds}, {wall}, on "
         f"{platform.machine()} with {os.cpu_count()} CPU cores and {gpu} (`train.device=cpu`, "
@@ -211,14 +224,14 @@ def main() -> None:
         "```bash",
         *commands,
         f"dvc queue start -j {args.jobs}",
-        "ganpipe results",
+        "ganpipe results --all-commits",
         "```",
     ]
     if failed:
-        footer += ["", "Failed experiments (`dvc queue logs <name>`):", ""]
-        footer += [f"- `{line.strip()}`" for line in failed]
-    with args.out.open("a") as handle:
-        handle.write("\n".join(footer) + "\n")
+        block += ["", "Failed experiments (`dvc queue logs <name>`):", ""]
+        block += [f"- `{line.strip()}`" for line in failed]
+    # `ganpipe results` kept the file's sections after the table: earlier invocations and notes.
+    write_text(args.out, with_invocation(args.out.read_text(), "\n".join(block) + "\n"))
     print(f"wrote {args.out} from {repo}; {len(failed)} failed; {minutes:.1f} min")
 
 

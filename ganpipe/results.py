@@ -9,7 +9,8 @@ code ran (`code`): runs of different code never share a row either, which matter
 `--all-commits`.
 
 Anyone can repeat the table: queue the runs (README, "Results table"), start the queue, then run
-`ganpipe results`.
+`ganpipe results`. A rerun rewrites the title, legend and table and keeps every `## ` section after
+them (how the table was made, notes).
 """
 
 from __future__ import annotations
@@ -110,11 +111,23 @@ def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def kept_sections(text: str) -> str:
+    """What a rewrite of the table keeps from the old file: everything from its first `## ` heading.
+
+    The table part has no such heading, so the sections after it (how the table was made, notes
+    written by hand) survive `ganpipe results` runs; only the title, the legend and the table change.
+    """
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
+    return "".join(lines[start:])
+
+
 def write_results(out: Path = RESULTS, all_commits: bool = False) -> tuple[Path, list[dict[str, Any]]]:
-    """Write the results table to `out`; return the path and the rows."""
+    """Write the results table to `out`, keeping its sections after the table; the path and the rows."""
     experiments, skipped = collect_experiments(run_exp_show(all_commits))
     if not experiments:
         raise GanpipeError("no experiment has metrics yet; run `dvc exp run` or `dvc queue start` first")
     rows = results_rows(experiments)
-    write_text(out, markdown(rows, skipped))
+    kept = kept_sections(out.read_text()) if out.exists() else ""
+    write_text(out, markdown(rows, skipped) + ("\n" + kept if kept else ""))
     return out, rows

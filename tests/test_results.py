@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 from ganpipe import compare, results
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dvc_exp_show.json"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _experiments() -> list[compare.Experiment]:
@@ -49,3 +51,22 @@ def test_another_setting_gets_its_own_row_and_the_table_lists_every_column() -> 
                 "low_accuracy", "low_mixed_accuracy")
     assert all(f" {column} " in header for column in expected)
     assert "- broken: failed" in table
+
+
+def test_a_rewrite_keeps_the_sections_after_the_table() -> None:
+    rows = results.results_rows(_experiments())
+    sections = "## How this table was made\n\nold block\n\n## Notes\n\n- a note\n"
+    assert results.kept_sections(results.markdown(rows[:1], []) + "\n" + sections) == sections
+    assert results.kept_sections(results.markdown(rows, ["broken: failed"])) == ""  # a table alone
+
+
+def test_results_grid_puts_its_invocation_first_under_the_heading() -> None:
+    spec = importlib.util.spec_from_file_location("results_grid", REPO / "benchmarks" / "results_grid.py")
+    grid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grid)
+    table = "# Results\n\n| a |\n"
+    first = grid.with_invocation(table, "first block\n")
+    assert first == f"{table}\n{grid.HOW_HEADING}\n\nfirst block\n"
+    notes = "\n## Notes\n\n- a note\n"
+    second = grid.with_invocation(first + notes, "second block\n")
+    assert second == f"{table}\n{grid.HOW_HEADING}\n\nsecond block\n\nfirst block\n{notes}"

@@ -96,6 +96,20 @@ def test_two_machines_push_experiments_and_a_third_compares_them(repo_copy: Path
         row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
         assert f"| {model} |" in row and f"{fid:.4g}" in row, (name, row)
 
+    # `ganpipe results` rewrites the table of an existing docs/results.md and keeps its sections
+    # after the table (how it was made, notes): a rerun never loses them.
+    results = third / "docs/results.md"
+    results.parent.mkdir(exist_ok=True)
+    sections = "## How this table was made\n\nan earlier run\n\n## Notes\n\n- written by hand\n"
+    results.write_text("# Results\n\n| model |\n| --- |\n| an old row |\n\n" + sections)
+    run(["ganpipe", "results", "--all-commits"], third)
+    written = results.read_text()
+    table, kept = written[: written.index("\n## ") + 1], written[written.index("\n## ") + 1:]
+    assert kept == sections
+    # Rows of this clone's experiments only: the committed file's rows are gone.
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert sorted(row.split(" | ")[0].strip("| ") for row in rows) == sorted(MACHINES.values()), table
+
     # The cached outputs travelled too: the pulled experiment's weights are in the third clone's cache.
     refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], third).stdout.split()
     ref = next(ref for ref in refs if ref.endswith("/lsgan-run"))  # refs/exps/<baseline>/<name>
