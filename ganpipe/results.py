@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ganpipe import paths
-from ganpipe.compare import Experiment, collect_experiments, run_exp_show
+from ganpipe.compare import Experiment, finished_experiments
 from ganpipe.errors import GanpipeError
 from ganpipe.io import write_text
 
@@ -124,7 +124,7 @@ def kept_sections(text: str) -> str:
 
 def write_results(out: Path = RESULTS, all_commits: bool = False) -> tuple[Path, list[dict[str, Any]]]:
     """Write the results table to `out`, keeping its sections after the table; the path and the rows."""
-    experiments, skipped = collect_experiments(run_exp_show(all_commits))
+    experiments, skipped = finished_experiments(all_commits)
     if not experiments:
         raise GanpipeError("no experiment has metrics yet; run `dvc exp run` or `dvc queue start` first")
     rows = results_rows(experiments)

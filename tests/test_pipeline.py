@@ -57,6 +57,9 @@ def test_repro_experiments_and_compare(repo_copy: Path) -> None:
 
     again = dvc(repo_copy, "repro")
     assert ran_stages(again.stdout) == set(), again.stdout
+    # Up to date (`dvc status` clean) and not committed yet: the workspace is the run to compare.
+    run(["ganpipe", "compare"], repo_copy)
+    assert "| workspace | workspace | wgan_gp |" in (repo_copy / "reports/comparison.md").read_text()
     _commit(repo_copy, "baseline results")
     metric_files = ("metrics/train.json", "metrics/scores.json")
     baseline = {file: (repo_copy / file).read_text() for file in metric_files}
@@ -113,6 +116,13 @@ def test_repro_experiments_and_compare(repo_copy: Path) -> None:
     assert json.loads((repo_copy / "data/processed/info.json").read_text())["size"] == 64
     with np.load(repo_copy / "data/processed/train.npz") as processed:
         assert processed["images"].shape[1:] == (3, 64, 64)
+
+    # The workspace's metrics are still the 28 px run's, its params.yaml says 64 px: compare leaves
+    # it out and says why, instead of a row that pairs the new params with the old metrics.
+    run(["ganpipe", "compare"], repo_copy)
+    report = (repo_copy / "reports/comparison.md").read_text()
+    assert "| workspace |" not in report and "workspace: `dvc status` lists changes" in report, report
+    assert all(f"| {name} |" in report for name in fids)
 
 
 def test_default_params_without_network_fail_fast_at_download(
