@@ -217,8 +217,10 @@ def main() -> None:
         repo, env)
     minutes = (time.perf_counter() - start) / 60
     wall = "wall time not measured (--collect)" if args.collect else f"{minutes:.0f} min wall"
+    code = run(["git", "rev-parse", "--short=7", "HEAD"], repo).strip()  # the rows' `code` column
     block = [
-        f"`python benchmarks/results_grid.py --groups {args.groups} --jobs {args.jobs} --seeds {args.seeds}` "
+        f"The `{code}` rows: `python benchmarks/results_grid.py --groups {args.groups} --jobs {args.jobs} "
+        f"--seeds {args.seeds}` "
         f"on {time.strftime('%Y-%m-%d')}: {len(commands)} queued grids of seeds {args.seeds}, {wall}, on "
         f"{platform.machine()} with {os.cpu_count()} CPU cores and {gpu} (`train.device=cpu`, "
         f"`dvc queue start -j {args.jobs}`{threads}).",
