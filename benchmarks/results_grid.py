@@ -213,8 +213,10 @@ def main() -> None:
     status = wait_for_queue(repo, args.jobs, env)
     run(["dvc", "queue", "stop"], repo, env)  # its workers stay up, idle, until told to stop
     failed = [line for line in status.splitlines() if "Failed" in line.split()]
+    # This checkout's `ganpipe results`, not the clone's: an older clone's (with --collect, or one
+    # reset to an old commit) would write the table without keeping the file's sections.
     run([sys.executable, "-m", "ganpipe.cli", "results", "--all-commits", "--out", str(args.out.resolve())],
-        repo, env)
+        repo, dict(env, PYTHONPATH=str(REPO)))
     minutes = (time.perf_counter() - start) / 60
     wall = "wall time not measured (--collect)" if args.collect else f"{minutes:.0f} min wall"
     code = run(["git", "rev-parse", "--short=7", "HEAD"], repo).strip()  # the rows' `code` column
