@@ -106,7 +106,7 @@ def test_two_machines_push_experiments_and_a_third_compares_them(repo_copy: Path
     written = results.read_text()
     table, kept = written[: written.index("\n## ") + 1], written[written.index("\n## ") + 1:]
     assert kept == sections
-    # Rows of this clone's experiments only: the committed file's rows are gone.
+    # Rows of this clone's experiments only: the old file's rows are gone.
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert sorted(row.split(" | ")[0].strip("| ") for row in rows) == sorted(MACHINES.values()), table
 
