@@ -95,12 +95,12 @@ def _run_dvc(*args: str) -> subprocess.CompletedProcess[str]:
 
 def run_exp_show(all_commits: bool = False) -> list[dict[str, Any]]:
     """`dvc exp show --json` for the repository in the current directory."""
-    command = ["dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
-    result = _run_dvc(*command[1:])
+    args = ["exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
+    result = _run_dvc(*args)
     if result.returncode != 0:
         lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
         reason = lines[-1] if lines else f"exit status {result.returncode}"
-        raise GanpipeError(f"`dvc {' '.join(command[1:])}` failed: {reason}")
+        raise GanpipeError(f"`dvc {' '.join(args)}` failed: {reason}")
     try:
         document = json.loads(result.stdout)
     except json.JSONDecodeError:
