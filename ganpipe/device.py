@@ -18,8 +18,8 @@ import os
 import torch
 
 from ganpipe.errors import ParamsError
+from ganpipe.params import DEVICES
 
-DEVICES = ("auto", "cpu", "cuda")
 LEASE_ENV = "GANPIPE_CUDA_DEVICE"  # set by ganpipe.distributed.gpu_lease: the leased GPU's torch index
 
 

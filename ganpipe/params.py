@@ -15,10 +15,12 @@ from typing import Any
 
 import yaml
 
-from ganpipe.device import DEVICES
 from ganpipe.errors import ParamsError
 
 PARAMS_FILE = "params.yaml"
+# train.device; ganpipe.device resolves them. Kept here so that reading params does not import torch
+# (about 2 s per stage process on a small CPU, for stages such as download, preprocess and plots).
+DEVICES = ("auto", "cpu", "cuda")
 SIZES = (28, 64, 128, 224)
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where a torch stream is made: download, preprocess and plots
+    import torch  # draw only from numpy streams, and skip its ~2 s import
 
 # Every stream in the project. Add a name here to draw from a new stream.
 STREAMS = (
@@ -68,6 +71,8 @@ def torch_generator(
     seed: int, name: str, epoch: int | None = None, device: torch.device | str = "cpu"
 ) -> torch.Generator:
     """A torch.Generator on `device` for one stream."""
+    import torch
+
     return torch.Generator(device).manual_seed(stream_seed(seed, name, epoch))
 
 
@@ -79,6 +84,8 @@ def numpy_rng(seed: int, name: str, epoch: int | None = None) -> np.random.Gener
 def seed_globals(seed: int, name: str) -> None:
     """Seed torch's, numpy's and python's global RNGs from one stream, for code that draws from them
     (weight initialisation, dropout, torch's DataLoader)."""
+    import torch
+
     value = stream_seed(seed, name)
     torch.manual_seed(value)
     np.random.seed(value & 0xFFFF_FFFF)
