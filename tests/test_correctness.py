@@ -96,6 +96,14 @@ def test_every_stage_imports_the_ganpipe_next_to_it(tmp_path: Path) -> None:
     assert Path(done.stdout.strip()).parent == copy / "ganpipe"
 
 
+def test_the_data_and_plots_stages_do_not_import_torch() -> None:
+    """download, preprocess and plots need no torch for 28 px data: its import (about 2 s on a small
+    CPU) would be paid by three stage processes of every `dvc repro`."""
+    probe = "import sys, stages.download, stages.preprocess, stages.plots; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
 def test_the_deps_check_catches_the_lists_it_replaced() -> None:
     """The hand-kept lists of the first landing: score missed classifier.py, sample missed train.py,
     no stage listed io.py or params.py. The check names each of them."""
