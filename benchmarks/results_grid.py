@@ -60,6 +60,16 @@ GROUPS = ("conditional", "augment", "augment_wgan_gp", "conditional_wgan_gp", "c
           "losses")
 LOW_DATA_FRACTION = 0.01
 HOW_HEADING = "## How this table was made"
+# (model, critic steps, conditioning modes, extra overrides) of the conditioning groups.
+CONDITIONAL_GROUPS = {
+    "conditional": ("hinge", 8000, ("none", "projection"), []),
+    # wgan_gp takes five critic steps per generator step: 40,000 give it hinge's 8,000 generator
+    # steps. Its curve is kept (plots/train/fid.tsv in each experiment) in case that is too few.
+    "conditional_wgan_gp": ("wgan_gp", 40000, ("none", "projection"), ["train.eval_every=40"]),
+    # Projection alone: the unconditional arm's FID ratio was settled at 40,000 (0.28x); the
+    # question here is the label accuracy of a longer-trained conditional generator.
+    "conditional_wgan_gp_long": ("wgan_gp", 80000, ("projection",), []),
+}
 FIVE_LOSSES = {"wgan": 10000, "wgan_gp": 10000, "lsgan": 2000, "dcgan": 2000, "hinge": 2000}
 
 
@@ -82,19 +92,11 @@ def common_overrides(seeds: str) -> list[str]:
 def group_runs(group: str) -> list[tuple[int, list[str]]]:
     """(critic steps, other -S overrides) of each queued command of a group (a grid over the seeds)."""
     runs: list[tuple[int, list[str]]] = []
-    if group in ("conditional", "conditional_wgan_gp"):
-        # wgan_gp takes five critic steps per generator step: 40,000 give it hinge's 8,000 generator
-        # steps. Its curve is kept (plots/train/fid.tsv in each experiment) in case that is too few.
-        model, steps, extra = ("hinge", 8000, []) if group == "conditional" else (
-            "wgan_gp", 40000, ["train.eval_every=40"])
-        for mode in ("none", "projection"):
+    if group in CONDITIONAL_GROUPS:
+        model, steps, modes, extra = CONDITIONAL_GROUPS[group]
+        for mode in modes:
             runs.append((steps, [f"model={model}", f"models.{model}.conditional={mode}",
                                  f"utility.low_data_fraction={LOW_DATA_FRACTION}", *extra]))
-    elif group == "conditional_wgan_gp_long":
-        # Projection alone: the unconditional arm's FID ratio was settled at 40,000 (0.28x); the
-        # question here is the label accuracy of a longer-trained conditional generator.
-        runs.append((80000, ["model=wgan_gp", "models.wgan_gp.conditional=projection",
-                             f"utility.low_data_fraction={LOW_DATA_FRACTION}"]))
     elif group in ("augment", "augment_wgan_gp"):
         # wgan_gp's five critic steps per generator step: 10,000 give the others' 2,000 generator
         # steps (at 4,000 its samples were still noise in both arms, FID 640 to 700).
