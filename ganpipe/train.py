@@ -534,7 +534,11 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
         bar.update(1)
 
         epoch_done = run.step % steps_per_epoch == 0 or run.step == total_steps
-        if epoch_done or run.step % train_cfg["checkpoint_every"] == 0:
+        # Checkpoints follow the step count only, not epoch ends: on a few hundred images an epoch is
+        # 7 steps, and a checkpoint (which carries every epoch's samples) at each one made a long
+        # run's saving grow with the square of its length.
+        checkpoint_due = run.step % train_cfg["checkpoint_every"] == 0
+        if epoch_done or checkpoint_due:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             now = time.perf_counter()
@@ -543,9 +547,10 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
                 _end_of_epoch(run, params, epoch + 1, writer, quiet)
             run.wall_seconds += time.perf_counter() - wall_start
             wall_start = time.perf_counter()
-            state = distributed.checkpoint_state(run.state_dict())  # every rank's RNG states
-            if ranks.is_main:
-                save_torch(checkpoint, state)
+            if checkpoint_due:
+                state = distributed.checkpoint_state(run.state_dict())  # every rank's RNG states
+                if ranks.is_main:
+                    save_torch(checkpoint, state)
             step_start = time.perf_counter()
     bar.close()
     if writer is not None:
