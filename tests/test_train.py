@@ -15,6 +15,7 @@ import torch
 from conftest import tiny_params
 from training import TRAIN_OUTPUTS, assert_resume_after_kill_is_bit_identical, train_in
 
+import ganpipe.train
 from ganpipe import paths
 from ganpipe.errors import GanpipeError, ParamsError
 from ganpipe.io import load_torch
@@ -72,6 +73,29 @@ def test_every_model_trains(
     assert not list(Path(params["train"]["checkpoint_dir"]).rglob("checkpoint.pt"))  # finished runs clean up
     if model == "dcgan":
         assert list(Path("runs").rglob("events.out.tfevents.*"))
+
+
+def test_checkpoints_follow_checkpoint_every_not_epoch_ends(
+    processed_digits: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a small set an epoch is a few steps; a checkpoint (carrying every epoch's samples) at each
+    epoch end made saving grow with the square of the run's length. 8 steps per epoch here."""
+    _workdir(tmp_path, processed_digits(1, 28), monkeypatch)
+    saved_steps: list[int] = []
+    real_save = ganpipe.train.save_torch
+
+    def recording_save(path: Path, state: Any) -> None:
+        if Path(path).name == "checkpoint.pt":
+            saved_steps.append(state["step"])
+        real_save(path, state)
+
+    monkeypatch.setattr(ganpipe.train, "save_torch", recording_save)
+    metrics = train(validate(tiny_params(model="hinge", train__epochs=3, train__checkpoint_every=5)))
+
+    assert metrics["steps"] == 24
+    assert saved_steps == [5, 10, 15, 20]
+    with np.load(paths.EPOCH_SAMPLES) as saved:
+        assert saved["images"].shape[0] == 3  # epoch-end samples are still taken
 
 
 def test_same_seed_gives_bit_identical_weights(processed_digits: Callable[..., Path], tmp_path: Path) -> None:
