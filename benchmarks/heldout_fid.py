@@ -100,9 +100,9 @@ def fid(generated: torch.Tensor, real: torch.Tensor) -> float:
     return float(fid_statistics_to_metric(*stats, verbose=False)[KEY_METRIC_FID])
 
 
-def classifier(experiment: Experiment, folder: Path) -> Any:
-    path = folder / f"{experiment.name}.pt"
-    path.write_bytes(experiment.read(paths.CLASSIFIER_WEIGHTS))
+def classifier(name: str, weights: bytes, folder: Path) -> Any:
+    path = folder / f"{name}.pt"
+    path.write_bytes(weights)
     return create_extractor(DOMAIN, path, torch.device("cpu"))
 
 
@@ -110,13 +110,10 @@ def digests(images: np.ndarray) -> list[str]:
     return [hashlib.md5(image.tobytes()).hexdigest() for image in images]
 
 
-def full_data_experiment(repo: Path, refs: dict[str, str], like: Experiment, name: str | None) -> Experiment:
-    """The yardstick's experiment: `name`, else one with `like`'s data params but data.limit null."""
-    if name:
-        return Experiment(repo, name, refs.get(name, name))
+def full_data_experiment(repo: Path, every: list[Experiment], like: Experiment) -> Experiment:
+    """The yardstick's experiment: one of `every` with `like`'s data params but data.limit null."""
     wanted = {**like.params["data"], "limit": None}
-    for candidate_name, ref in refs.items():
-        candidate = Experiment(repo, candidate_name, ref)
+    for candidate in every:
         if candidate.params["data"] == wanted and "classifier" in candidate.stages:
             return candidate
     raise SystemExit(f"no experiment in {repo} has data {wanted}: run one on all images, or name one "
@@ -128,7 +125,7 @@ class Yardsticks:
 
     def __init__(self, full: Experiment, folder: Path) -> None:
         self.folder = folder
-        self.full_module = classifier(full, folder)
+        self.full_module = classifier(full.name, full.read(paths.CLASSIFIER_WEIGHTS), folder)
         self.all_train = full.npz(paths.PROCESSED_TRAIN, "images")
         self.all_digests = digests(self.all_train)
         self.cached: dict[str, tuple[Any, ...]] = {}
@@ -137,11 +134,12 @@ class Yardsticks:
         """(own classifier, its features of the training images, the full classifier's features of
         the training images and of the held-out ones, the held-out count)."""
         own_train = experiment.npz(paths.PROCESSED_TRAIN, "images")
-        key = hashlib.md5(own_train.tobytes() + experiment.read(paths.CLASSIFIER_WEIGHTS)).hexdigest()
+        own_weights = experiment.read(paths.CLASSIFIER_WEIGHTS)
+        key = hashlib.md5(own_train.tobytes() + own_weights).hexdigest()
         if key not in self.cached:
             seen = set(digests(own_train))
             heldout = [i for i, digest in enumerate(self.all_digests) if digest not in seen]
-            own_module = classifier(experiment, self.folder)
+            own_module = classifier(experiment.name, own_weights, self.folder)
             self.cached[key] = (own_module, features(own_module, own_train),
                                 features(self.full_module, own_train),
                                 features(self.full_module, self.all_train[heldout]), len(heldout))
@@ -172,14 +170,19 @@ def main() -> None:
                                            "the yardstick")
     args = parser.parse_args()
     refs = experiment_refs(args.repo)
-    experiments = [Experiment(args.repo, name, refs.get(name, name)) for name in args.revs or refs]
-    if not args.revs:
-        experiments = [e for e in experiments
-                       if e.params["data"]["limit"] is not None and "sample" in e.stages]
+
+    def named(name: str) -> Experiment:
+        return Experiment(args.repo, name, refs.get(name, name))
+
+    every = None if args.revs and args.full_rev else [named(name) for name in refs]  # each parsed once
+    if args.revs:
+        experiments = [named(name) for name in args.revs]
+    else:
+        experiments = [e for e in every if e.params["data"]["limit"] is not None and "sample" in e.stages]
     if not experiments:
         raise SystemExit(f"no finished data.limit experiment in {args.repo}: run one with "
                          "-S data.limit=N first")
-    full = full_data_experiment(args.repo, refs, experiments[0], args.full_rev)
+    full = named(args.full_rev) if args.full_rev else full_data_experiment(args.repo, every, experiments[0])
     torch.set_num_threads(1)
     rows: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as folder:
