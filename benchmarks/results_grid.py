@@ -4,9 +4,9 @@ Every row of docs/results.md comes from real `dvc exp run` experiments: this scr
 repository's HEAD into a folder (`--repo`, default a new temporary one), queues the groups asked for
 (`--groups`), starts `dvc queue start -j --jobs`, waits for the queue to drain, then runs
 `ganpipe results` there, writing the table to `--out`, and puts a block saying which groups, commands
-and machine made it first under the file's "How this table was made" heading. The blocks of earlier
-invocations and any notes after the table stay (`ganpipe results` keeps the file's `## ` sections),
-so the file's older rows keep their commands.
+and machine made it first under the file's "How this table was made" heading. The rows of earlier
+invocations stay, even when their clone is gone (`ganpipe results --keep-rows`), as do their blocks
+and any notes after the table (it keeps the file's `## ` sections), so older rows keep their commands.
 
 Groups (all on ../shared/data/mnist_t10k.npz, 8,000 training images, 1 channel, 28 px,
 arch.ngf = ndf = 16 so that a CPU can afford the steps, 5,000 samples scored against up to 5,000
@@ -255,8 +255,9 @@ def main() -> None:
     failed = [line for line in status.splitlines() if "Failed" in line.split()]
     # This checkout's `ganpipe results`, not the clone's: an older clone's (with --collect, or one
     # reset to an old commit) would write the table without keeping the file's sections.
-    run([sys.executable, "-m", "ganpipe.cli", "results", "--all-commits", "--out", str(args.out.resolve())],
-        repo, dict(env, PYTHONPATH=str(REPO)))
+    # --keep-rows: the file's rows run in other clones (an earlier invocation's temporary one) stay.
+    run([sys.executable, "-m", "ganpipe.cli", "results", "--all-commits", "--keep-rows", "--out",
+         str(args.out.resolve())], repo, dict(env, PYTHONPATH=str(REPO)))
     minutes = (time.perf_counter() - start) / 60
     wall = "wall time not measured (--collect)" if args.collect else f"{minutes:.0f} min wall"
     code = run(["git", "rev-parse", "--short=7", "HEAD"], repo).strip()  # the rows' `code` column
@@ -270,7 +271,7 @@ def main() -> None:
         "```bash",
         *commands,
         f"dvc queue start -j {args.jobs}",
-        "ganpipe results --all-commits",
+        "ganpipe results --all-commits --keep-rows",
         "```",
     ]
     if failed:

@@ -19,7 +19,7 @@ def _compare(args: argparse.Namespace) -> None:
 def _results(args: argparse.Namespace) -> None:
     from ganpipe.results import write_results
 
-    written, rows = write_results(Path(args.out), all_commits=args.all_commits)
+    written, rows = write_results(Path(args.out), all_commits=args.all_commits, keep_rows=args.keep_rows)
     print(f"{len(rows)} settings; wrote {written}")
 
 
@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--out", default="docs/results.md", help="output file (default: %(default)s)")
     results.add_argument("--all-commits", action="store_true",
                          help="include experiments based on every commit, not only on HEAD")
+    results.add_argument("--keep-rows", action="store_true",
+                         help="keep OUT's rows of settings that have no experiment here (runs made in "
+                         "another clone); settings that have experiments here are rewritten")
     results.set_defaults(run=_results)
     return parser
 

@@ -10,7 +10,9 @@ code ran (`code`): runs of different code never share a row either, which matter
 
 Anyone can repeat the table: queue the runs (README, "Results table"), start the queue, then run
 `ganpipe results`. A rerun rewrites the title, legend and table and keeps every `## ` section after
-them (how the table was made, notes).
+them (how the table was made, notes). With `keep_rows` (`--keep-rows`) it also keeps the table's rows
+of settings that have no experiment here, such as rows run in another clone, so that a table can grow
+across clones; a setting that has experiments here gets its row rewritten from them.
 """
 
 from __future__ import annotations
@@ -87,8 +89,15 @@ def results_rows(experiments: list[Experiment]) -> list[dict[str, Any]]:
     return rows
 
 
+COLUMNS = (*SETTING_COLUMNS, "seeds", *(column for column, _, _ in MEASURED))
+HEADER = "| " + " | ".join(COLUMNS) + " |"
+
+
+def _cell(value: Any) -> str:
+    return "–" if value is None else str(value)
+
+
 def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
-    columns = [*SETTING_COLUMNS, "seeds", *(column for column, _, _ in MEASURED)]
     lines = [
         "# Results",
         "",
@@ -101,11 +110,11 @@ def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
         "training split alone / with synthetic images added; each the mean of the stage's runs). "
         "`code` is the commit whose code made the row.",
         "",
-        "| " + " | ".join(columns) + " |",
-        "| " + " | ".join("---" for _ in columns) + " |",
+        HEADER,
+        "| " + " | ".join("---" for _ in COLUMNS) + " |",
     ]
     for row in rows:
-        lines.append("| " + " | ".join("–" if row[c] is None else str(row[c]) for c in columns) + " |")
+        lines.append("| " + " | ".join(_cell(row[column]) for column in COLUMNS) + " |")
     if skipped:
         lines += ["", "Not in the table:", ""] + [f"- {note}" for note in skipped]
     return "\n".join(lines) + "\n"
@@ -122,12 +131,44 @@ def kept_sections(text: str) -> str:
     return "".join(lines[start:])
 
 
-def write_results(out: Path = RESULTS, all_commits: bool = False) -> tuple[Path, list[dict[str, Any]]]:
-    """Write the results table to `out`, keeping its sections after the table; the path and the rows."""
+def table_rows(text: str, source: Path) -> list[dict[str, str]]:
+    """The rows of the table `markdown` wrote into `text` (read from `source`), as cell strings."""
+    lines = text.splitlines()
+    if HEADER not in lines:
+        if any(line.startswith("| model |") for line in lines):
+            raise GanpipeError(f"{source}'s table has other columns than `ganpipe results` writes; move "
+                               "the file aside or run without --keep-rows")
+        return []
+    rows = []
+    for line in lines[lines.index(HEADER) + 2:]:  # past the header and its --- line
+        if not line.startswith("| "):
+            break
+        rows.append(dict(zip(COLUMNS, (cell.strip() for cell in line.strip()[1:-1].split("|")))))
+    return rows
+
+
+def merged_rows(rows: list[dict[str, Any]], earlier: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """`rows`, then the `earlier` rows of settings that `rows` lacks (in their order)."""
+    def key(row: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(_cell(row[column]) for column in SETTING_COLUMNS)
+
+    settings = {key(row) for row in rows}
+    return [*rows, *(row for row in earlier if key(row) not in settings)]
+
+
+def write_results(out: Path = RESULTS, all_commits: bool = False,
+                  keep_rows: bool = False) -> tuple[Path, list[dict[str, Any]]]:
+    """Write the results table to `out`, keeping its sections after the table; the path and the rows.
+
+    With `keep_rows`, `out`'s rows of settings that no experiment here has stay in the table.
+    """
     experiments, skipped = finished_experiments(all_commits)
     if not experiments:
         raise GanpipeError("no experiment has metrics yet; run `dvc exp run` or `dvc queue start` first")
+    old = out.read_text() if out.exists() else ""
     rows = results_rows(experiments)
-    kept = kept_sections(out.read_text()) if out.exists() else ""
+    if keep_rows:
+        rows = merged_rows(rows, table_rows(old, out))
+    kept = kept_sections(old)
     write_text(out, markdown(rows, skipped) + ("\n" + kept if kept else ""))
     return out, rows

@@ -6,7 +6,10 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from ganpipe import compare, results
+from ganpipe.errors import GanpipeError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dvc_exp_show.json"
 REPO = Path(__file__).resolve().parents[1]
@@ -70,3 +73,24 @@ def test_results_grid_puts_its_invocation_first_under_the_heading() -> None:
     notes = "\n## Notes\n\n- a note\n"
     second = grid.with_invocation(first + notes, "second block\n")
     assert second == f"{table}\n{grid.HOW_HEADING}\n\nsecond block\n\nfirst block\n{notes}"
+
+
+def test_keep_rows_keeps_other_settings_rows_and_rewrites_those_run_here() -> None:
+    rows = results.results_rows(_experiments())
+    earlier_text = results.markdown(rows, []) + "\n## Notes\n\n- a note\n"
+    earlier = results.table_rows(earlier_text, Path("docs/results.md"))
+    assert [row["model"] for row in earlier] == [row["model"] for row in rows]
+    assert earlier[0]["fid"] == rows[0]["fid"] and earlier[0]["limit"] == "–"  # None reads back as –
+    # Here only the first setting has experiments, with another result: its row is rewritten, the
+    # other setting's row (run in another clone) stays, after the rows of this clone.
+    rerun = dict(rows[0], fid="1 ± 0.1")
+    merged = results.merged_rows([rerun], earlier)
+    assert [row["fid"] for row in merged] == ["1 ± 0.1", rows[1]["fid"]]
+    again = results.table_rows(results.markdown(merged, []), Path("docs/results.md"))
+    assert again == [{column: results._cell(row[column]) for column in results.COLUMNS} for row in merged]
+
+
+def test_keep_rows_refuses_a_table_of_other_columns() -> None:
+    with pytest.raises(GanpipeError, match="other columns"):
+        results.table_rows("# Results\n\n| model | fid |\n| --- | --- |\n| hinge | 3 |\n", Path("r.md"))
+    assert results.table_rows("# Results\n\nno table yet\n", Path("r.md")) == []
