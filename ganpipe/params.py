@@ -157,6 +157,7 @@ SCHEMA: dict[str, Any] = {
         "checkpoint_every": integer(1),
         "checkpoint_dir": string,
         "eval_every": optional(integer(1)),
+        "epoch_grids": integer(1),
         "bf16": boolean,
         "compile": boolean,
         "cuda_graphs": boolean,

@@ -163,9 +163,32 @@ class Run:
         self.penalty = torch.zeros((), device=device)
         self.log: list[list[float | None]] = []
         self.fid_log: list[list[float]] = []
+        # Fixed-noise sample grids of some epochs (sample_epochs): every sample_stride-th one, the
+        # stride doubling whenever more than train.epoch_grids are kept (keep_epoch_samples).
         self.epoch_samples: list[torch.Tensor] = []
+        self.sample_epochs: list[int] = []
+        self.sample_stride = 1
         self.train_seconds = 0.0  # time inside training steps, summed across resumes
         self.wall_seconds = 0.0
+
+    def keep_epoch_samples(self, epoch: int, samples: torch.Tensor, most: int, last: bool) -> None:
+        """Keep epoch `epoch`'s grid if it falls on the stride (the last epoch's always), at most `most`.
+
+        Past `most` grids the stride doubles and the kept grids off it go: on 500 images an epoch is
+        7 steps, and one grid per epoch piled up 5,000 grids (72 MB in every checkpoint) in a
+        36,000-step run. The record stays spread over the whole run, which is what the progression
+        figure draws from.
+        """
+        if epoch % self.sample_stride and not last:
+            return
+        self.epoch_samples.append(samples)
+        self.sample_epochs.append(epoch)
+        while len(self.sample_epochs) > most:
+            self.sample_stride *= 2
+            kept = [index for index, kept_epoch in enumerate(self.sample_epochs)
+                    if kept_epoch % self.sample_stride == 0 or (last and kept_epoch == epoch)]
+            self.epoch_samples = [self.epoch_samples[index] for index in kept]
+            self.sample_epochs = [self.sample_epochs[index] for index in kept]
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -180,6 +203,8 @@ class Run:
             "log": self.log,
             "fid_log": self.fid_log,
             "epoch_samples": self.epoch_samples,
+            "sample_epochs": self.sample_epochs,
+            "sample_stride": self.sample_stride,
             "train_seconds": self.train_seconds,
             "wall_seconds": self.wall_seconds,
         }
@@ -195,6 +220,7 @@ class Run:
         self.step, self.log, self.fid_log = state["step"], state["log"], state["fid_log"]
         self.penalty.copy_(state["penalty"])  # in place: CUDA graphs hold its address
         self.epoch_samples = state["epoch_samples"]
+        self.sample_epochs, self.sample_stride = state["sample_epochs"], state["sample_stride"]
         self.train_seconds, self.wall_seconds = state["train_seconds"], state["wall_seconds"]
 
     @property
@@ -544,7 +570,7 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
             now = time.perf_counter()
             run.train_seconds += now - step_start
             if epoch_done and ranks.is_main:
-                _end_of_epoch(run, params, epoch + 1, writer, quiet)
+                _end_of_epoch(run, params, epoch + 1, writer, quiet, last=run.step == total_steps)
             run.wall_seconds += time.perf_counter() - wall_start
             wall_start = time.perf_counter()
             if checkpoint_due:
@@ -566,9 +592,9 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, quiet: bool) -> None:
+def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, quiet: bool, last: bool) -> None:
     samples = run.generate(run.fixed_noise, run.fixed_labels)
-    run.epoch_samples.append(samples)
+    run.keep_epoch_samples(epoch, samples, params["train"]["epoch_grids"], last)
     eval_every = params["train"]["eval_every"]
     fid_text = ""
     if eval_every is not None and epoch % eval_every == 0:
@@ -623,7 +649,7 @@ def _write_outputs(run: Run, params: dict[str, Any], steps_per_epoch: int, batch
     save_npz(
         paths.EPOCH_SAMPLES,
         images=torch.stack(run.epoch_samples).numpy(),
-        epochs=np.arange(1, len(run.epoch_samples) + 1, dtype=np.int64),
+        epochs=np.array(run.sample_epochs, dtype=np.int64),
         **fixed_labels,
     )
 

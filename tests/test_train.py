@@ -98,6 +98,18 @@ def test_checkpoints_follow_checkpoint_every_not_epoch_ends(
         assert saved["images"].shape[0] == 3  # epoch-end samples are still taken
 
 
+def test_epoch_grids_thin_the_kept_sample_grids_and_keep_the_last_epoch(
+    processed_digits: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most train.epoch_grids grids: past that the stride doubles (1, 2, 4 epochs), and the last
+    epoch's grid is kept even off the stride. 10 epochs, at most 3: epochs 4, 8 and 10."""
+    _workdir(tmp_path, processed_digits(1, 28), monkeypatch)
+    train(validate(tiny_params(model="hinge", train__epochs=10, train__epoch_grids=3)))
+    with np.load(paths.EPOCH_SAMPLES) as saved:
+        assert saved["epochs"].tolist() == [4, 8, 10]
+        assert saved["images"].shape[0] == 3
+
+
 def test_same_seed_gives_bit_identical_weights(processed_digits: Callable[..., Path], tmp_path: Path) -> None:
     params = validate(tiny_params(model="wgan_gp"))
     params["models"]["wgan_gp"].update(dropout_d=0.2, ema_decay=0.9)
@@ -213,9 +225,10 @@ def test_resume_after_kill_is_bit_identical(processed_digits: Callable[..., Path
     # DiffAugment's draws and the conditional labels are each a stream or a state of their own.
     # checkpoint_every 4 against gp_every 3 and n_critic 5: checkpoints fall between penalty steps and
     # inside a generator step's window, so the latest penalty must come back from the checkpoint.
+    # epoch_grids 2 thins the kept sample grids from the third epoch on (their stride is state too).
     params = tiny_params(
         model="wgan_gp", arch__ngf=32, arch__ndf=32, train__epochs=4, train__checkpoint_every=4,
-        train__augment=["color", "translation", "cutout"],
+        train__augment=["color", "translation", "cutout"], train__epoch_grids=2,
     )
     params["models"]["wgan_gp"].update(conditional="projection", gp_every=3, dropout_d=0.2, ema_decay=0.95)
     outputs = (*TRAIN_OUTPUTS, paths.GENERATOR_EMA)
