@@ -4,9 +4,10 @@
 setting once, mean ± std over its seeds: domain FID (with its real-vs-real noise floor), label
 accuracy (conditional models), the TSTR ratio of the utility stage and the training time. A setting
 is the model with its loss and conditioning, DiffAugment, the dataset, `data.limit`, the training
-length, the sample count (FID is biased by N, so different N never share a row) and the commit whose
-code ran (`code`): runs of different code never share a row either, which matters with
-`--all-commits`.
+length, the sample count (FID is biased by N, so different N never share a row), the commit whose
+code ran (`code`) and the environment it ran in (`environment`, train.json's: package releases and
+torch's kernels): runs of different code or environment never share a row either, which matters with
+`--all-commits` and with rows kept from other clones.
 
 Anyone can repeat the table: queue the runs (README, "Results table"), start the queue, then run
 `ganpipe results`. A rerun rewrites the title, legend and table and keeps every `## ` section after
@@ -30,7 +31,8 @@ from ganpipe.io import write_text
 
 RESULTS = Path("docs") / "results.md"
 SETTING_COLUMNS = (
-    "model", "loss", "conditional", "augment", "data", "limit", "steps", "num_generated", "code"
+    "model", "loss", "conditional", "augment", "data", "limit", "steps", "num_generated", "code",
+    "environment",
 )
 # (column, metrics file, key): averaged over the seeds of a setting.
 MEASURED = (
@@ -55,10 +57,11 @@ def setting(experiment: Experiment) -> tuple[Any, ...]:
     dataset = data.get("name") if not source else f"{data.get('name')}:{Path(str(source)).name}"
     train = params.get("train", {})
     augment = ",".join(train.get("augment") or []) or "none"
-    steps = experiment.metrics.get(paths.TRAIN_METRICS.as_posix(), {}).get("steps")
+    trained = experiment.metrics.get(paths.TRAIN_METRICS.as_posix(), {})
     num_generated = experiment.metrics.get(paths.SCORES.as_posix(), {}).get("num_generated")
     return (model, config.get("loss"), config.get("conditional", "none"), augment, dataset,
-            data.get("limit"), steps, num_generated, experiment.baseline[:7])
+            data.get("limit"), trained.get("steps"), num_generated, experiment.baseline[:7],
+            trained.get("environment"))
 
 
 def _value(experiment: Experiment, source: Path, key: str) -> float | None:
@@ -108,7 +111,8 @@ def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
         "`tstr_ratio` the utility stage's train-on-synthetic / train-on-real test accuracy, and "
         "`low_accuracy` / `low_mixed_accuracy` its low-data arms' test accuracy (a fraction of the real "
         "training split alone / with synthetic images added; each the mean of the stage's runs). "
-        "`code` is the commit whose code made the row.",
+        "`code` is the commit whose code made the row and `environment` the package releases and torch "
+        "kernels it ran with (– where the runs did not record it).",
         "",
         HEADER,
         "| " + " | ".join("---" for _ in COLUMNS) + " |",
@@ -131,19 +135,32 @@ def kept_sections(text: str) -> str:
     return "".join(lines[start:])
 
 
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip()[1:-1].split("|")]
+
+
 def table_rows(text: str, source: Path) -> list[dict[str, str]]:
-    """The rows of the table `markdown` wrote into `text` (read from `source`), as cell strings."""
+    """The rows of the table `markdown` wrote into `text` (read from `source`), as cell strings.
+
+    A table written before a column was added reads with "–" in it (such as `environment`, which
+    older runs did not record); a column this version does not write is refused in one line.
+    """
     lines = text.splitlines()
-    if HEADER not in lines:
-        if any(line.startswith("| model |") for line in lines):
-            raise GanpipeError(f"{source}'s table has other columns than `ganpipe results` writes; move "
-                               "the file aside or run without --keep-rows")
+    start = next((index for index, line in enumerate(lines) if line.startswith("| model |")), None)
+    if start is None:
         return []
+    columns = _cells(lines[start])
+    unknown = [column for column in columns if column not in COLUMNS]
+    if unknown:
+        raise GanpipeError(f"{source}'s table has columns `ganpipe results` does not write "
+                           f"({', '.join(unknown)}); move the file aside or run without --keep-rows")
     rows = []
-    for line in lines[lines.index(HEADER) + 2:]:  # past the header and its --- line
+    for line in lines[start + 2:]:  # past the header and its --- line
         if not line.startswith("| "):
             break
-        rows.append(dict(zip(COLUMNS, (cell.strip() for cell in line.strip()[1:-1].split("|")))))
+        row = dict.fromkeys(COLUMNS, "–")
+        row.update(zip(columns, _cells(line)))
+        rows.append(row)
     return rows
 
 

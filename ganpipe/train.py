@@ -21,6 +21,7 @@ import math
 import random
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -631,6 +632,21 @@ def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, qui
         print(f"epoch {epoch}: step {run.step}{losses}{fid_text}", flush=True)
 
 
+def _environment(device: torch.device) -> str:
+    """What beside code, params and data can change a run's numbers: the releases of the numeric
+    packages and the kernels torch dispatched to (the CPU's vector extension, or the GPU).
+
+    CPU reruns are bit-identical only where this string is the same too: an earlier session's
+    environment gave another domain FID for the same commit, params and data (README, "Results table").
+    """
+    # torch's own string: it carries the build (+cu130, +cpu), whose kernels differ too.
+    packages = ", ".join([f"torch {torch.__version__}",
+                          *(f"{name} {version(name)}" for name in ("numpy", "scipy", "torch-fidelity"))])
+    kernels = (f"cuda {torch.cuda.get_device_name(device)}" if device.type == "cuda"
+               else f"cpu {torch.backends.cpu.get_cpu_capability()}")
+    return f"{packages}, {kernels}"
+
+
 def _mean_tail(values: list[float | None]) -> float | None:
     tail = [v for v in values[-FINAL_WINDOW:] if v is not None]
     return round(float(np.mean(tail)), 6) if tail else None
@@ -682,6 +698,7 @@ def _write_outputs(run: Run, params: dict[str, Any], steps_per_epoch: int, batch
         "train_time_s": round(run.train_seconds, 3),
         "critic_images_per_s": round(run.step * batch / max(run.train_seconds, 1e-9), 1),
         "device": run.device.type,
+        "environment": _environment(run.device),
     }
     write_json(paths.TRAIN_METRICS, metrics)
     return metrics

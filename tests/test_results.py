@@ -48,6 +48,18 @@ def test_another_setting_gets_its_own_row_and_the_table_lists_every_column() -> 
                                         other_code.metrics, baseline="f" * 40)
     rows = results.results_rows(experiments)
     assert len(rows) == 4 and "fffffff" in {row["code"] for row in rows}
+    # So is the same params and code run in another environment (train.json's `environment`): of the
+    # two seeds of each setting, one dcgan run moves to a row of its own.
+    fresh = _experiments()
+    other_env = next(e for e in fresh if e.params["model"] == "dcgan")
+    metrics = json.loads(json.dumps(other_env.metrics))
+    environment = "torch 0, numpy 0, scipy 0, torch-fidelity 0, cpu AVX2"
+    metrics["metrics/train.json"]["environment"] = environment
+    moved = compare.Experiment(other_env.name, other_env.rev, other_env.params, metrics)
+    fresh[fresh.index(other_env)] = moved
+    dcgan_rows = [row for row in results.results_rows(fresh) if row["model"] == "dcgan"]
+    by_environment = {row["environment"]: row for row in dcgan_rows}
+    assert set(by_environment) == {None, environment} and by_environment[environment]["seeds"] == "1"
     table = results.markdown(rows, ["broken: failed"])
     header = table.splitlines()[4]
     expected = (*results.SETTING_COLUMNS, "seeds", "fid", "fid_noise_floor", "label_accuracy", "tstr_ratio",
@@ -90,7 +102,11 @@ def test_keep_rows_keeps_other_settings_rows_and_rewrites_those_run_here() -> No
     assert again == [{column: results._cell(row[column]) for column in results.COLUMNS} for row in merged]
 
 
-def test_keep_rows_refuses_a_table_of_other_columns() -> None:
-    with pytest.raises(GanpipeError, match="other columns"):
-        results.table_rows("# Results\n\n| model | fid |\n| --- | --- |\n| hinge | 3 |\n", Path("r.md"))
+def test_keep_rows_reads_an_older_table_and_refuses_unknown_columns() -> None:
+    """A table written before the environment column reads with "–" in it; an unknown column stops."""
+    older = "# Results\n\n| model | fid |\n| --- | --- |\n| hinge | 3 |\n\n## Notes\n"
+    [row] = results.table_rows(older, Path("r.md"))
+    assert row["model"] == "hinge" and row["fid"] == "3" and row["environment"] == "–"
+    with pytest.raises(GanpipeError, match=r"r\.md's table has columns .* \(gpu_hours\)"):
+        results.table_rows("| model | gpu_hours |\n| --- | --- |\n| hinge | 3 |\n", Path("r.md"))
     assert results.table_rows("# Results\n\nno table yet\n", Path("r.md")) == []

@@ -70,6 +70,8 @@ def test_every_model_trains(
     with np.load(paths.EPOCH_SAMPLES) as saved:
         assert saved["images"].shape == (1, 16, channels, size, size)
     assert json.loads(paths.TRAIN_METRICS.read_text()) == metrics
+    assert metrics["environment"].startswith(f"torch {torch.__version__}, numpy {np.__version__}, ")
+    assert metrics["environment"].endswith(f", cpu {torch.backends.cpu.get_cpu_capability()}")
     assert not list(Path(params["train"]["checkpoint_dir"]).rglob("checkpoint.pt"))  # finished runs clean up
     if model == "dcgan":
         assert list(Path("runs").rglob("events.out.tfevents.*"))
