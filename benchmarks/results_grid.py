@@ -57,6 +57,7 @@ from pathlib import Path
 import torch
 
 from ganpipe.io import write_text
+from ganpipe.train import numeric_environment
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_NPZ = REPO.parent / "shared" / "data" / "mnist_t10k.npz"
@@ -266,7 +267,7 @@ def main() -> None:
         f"--seeds {args.seeds}` "
         f"on {time.strftime('%Y-%m-%d')}: {len(commands)} queued grids of seeds {args.seeds}, {wall}, on "
         f"{platform.machine()} with {os.cpu_count()} CPU cores and {gpu} (`train.device=cpu`, "
-        f"`dvc queue start -j {args.jobs}`{threads}).",
+        f"`dvc queue start -j {args.jobs}`{threads}; {numeric_environment(torch.device('cpu'))}).",
         "",
         "```bash",
         *commands,

@@ -632,7 +632,7 @@ def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, qui
         print(f"epoch {epoch}: step {run.step}{losses}{fid_text}", flush=True)
 
 
-def _environment(device: torch.device) -> str:
+def numeric_environment(device: torch.device) -> str:
     """What beside code, params and data can change a run's numbers: the releases of the numeric
     packages and the kernels torch dispatched to (the CPU's vector extension, or the GPU).
 
@@ -698,7 +698,7 @@ def _write_outputs(run: Run, params: dict[str, Any], steps_per_epoch: int, batch
         "train_time_s": round(run.train_seconds, 3),
         "critic_images_per_s": round(run.step * batch / max(run.train_seconds, 1e-9), 1),
         "device": run.device.type,
-        "environment": _environment(run.device),
+        "environment": numeric_environment(run.device),
     }
     write_json(paths.TRAIN_METRICS, metrics)
     return metrics
