@@ -56,7 +56,9 @@ from pathlib import Path
 
 import torch
 
+from ganpipe.errors import GanpipeError
 from ganpipe.io import write_text
+from ganpipe.results import write_results
 from ganpipe.train import numeric_environment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -254,11 +256,18 @@ def main() -> None:
     status = wait_for_queue(repo, args.jobs, env)
     run(["dvc", "queue", "stop"], repo, env)  # its workers stay up, idle, until told to stop
     failed = [line for line in status.splitlines() if "Failed" in line.split()]
-    # This checkout's `ganpipe results`, not the clone's: an older clone's (with --collect, or one
-    # reset to an old commit) would write the table without keeping the file's sections.
-    # --keep-rows: the file's rows run in other clones (an earlier invocation's temporary one) stay.
-    run([sys.executable, "-m", "ganpipe.cli", "results", "--all-commits", "--keep-rows", "--out",
-         str(args.out.resolve())], repo, dict(env, PYTHONPATH=str(REPO)))
+    # This checkout's `ganpipe results`, in this process, not the clone's: an older clone's (with
+    # --collect) lacks what this one writes. (`python -m ganpipe.cli` run in the clone imported the
+    # clone's package, its folder first on sys.path, whatever PYTHONPATH said.) keep_rows: the file's
+    # rows run in other clones (an earlier invocation's temporary one) stay.
+    here = Path.cwd()
+    os.chdir(repo)
+    try:
+        write_results(args.out.resolve(), all_commits=True, keep_rows=True)
+    except GanpipeError as error:
+        raise SystemExit(f"ganpipe results in {repo}: {error}") from None
+    finally:
+        os.chdir(here)
     minutes = (time.perf_counter() - start) / 60
     wall = "wall time not measured (--collect)" if args.collect else f"{minutes:.0f} min wall"
     code = run(["git", "rev-parse", "--short=7", "HEAD"], repo).strip()  # the rows' `code` column
