@@ -31,10 +31,11 @@ from ganpipe import paths
 # it divides each gradient element by its own running scale (with WGAN-GP's beta1 = 0, a step is
 # nearly lr * sign(gradient)), so an element whose gradient is near zero can step up to lr in
 # either direction on a rounding difference. The bound is therefore a share of the distance Adam
-# can move a weight in the run, lr * steps: 5% of it (measured: at most 1.6%, on 24 critic steps;
-# the losses agree to 5-6 significant digits). Per-rank batch-norm statistics instead of global
-# ones made the weights differ by as much as their own size in a prototype.
-TOLERANCE_SHARE = 0.05
+# can move a weight in the run, lr * steps: 15% of it. Measured on 24 critic steps: at most 1.6% on
+# the first test machine, 6.1% (one thread per process) and 5.5% (two) on an AVX512 one, where the
+# rounding differs; the losses agree to 5-6 significant digits. Per-rank batch-norm statistics
+# instead of global ones made the weights differ by as much as their own size in a prototype.
+TOLERANCE_SHARE = 0.15
 WEIGHTS = ("generator.pt", "critic.pt")
 
 
@@ -80,9 +81,10 @@ def test_two_ranks_match_one_process_resume_exactly_and_refuse_another_world_siz
             elif "running" in key:
                 # Batch-norm running statistics average activations of those weights, so they inherit
                 # the weights' rounding differences: measured at most 4e-6 apart with one thread per
-                # process (as under the parallel test runner), 5e-7 with two. 1e-5 is still 0.2% of
-                # the running means' size here (about 5e-3).
-                assert torch.allclose(value, two[key], rtol=1e-4, atol=1e-5), (name, key)
+                # process (as under the parallel test runner) on the first test machine, 1.7e-5 on
+                # the AVX512 one. 5e-5 is still about 1% of the running means' size here (3e-3 to
+                # 3e-2); per-rank statistics would differ by their whole size.
+                assert torch.allclose(value, two[key], rtol=1e-4, atol=5e-5), (name, key)
     # The logged losses are the global batch's (averaged over the ranks), as one process logs them.
     logs = [np.loadtxt(run / paths.LOSSES_TSV, skiprows=1) for run in (single, whole)]
     assert logs[0].shape == logs[1].shape
