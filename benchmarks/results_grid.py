@@ -20,6 +20,8 @@ real images, seeds 0, 1, 2 unless `--seeds` says otherwise):
 - `augment_wgan_gp`: the wgan_gp part of `augment` alone;
 - `augment_long`: hinge and dcgan as in `augment`, at data.limit 500 only, 8,000 critic steps, with
   the domain FID about every 1,000 steps during training;
+- `augment_policy`: hinge as in `augment_long`, with each DiffAugment operation alone (color,
+  translation, cutout), with all three and without: which operation costs what;
 - `conditional_wgan_gp`: wgan_gp (40,000 critic steps, 8,000 generator steps as in `conditional`),
   unconditional and projection, with the domain FID every 40 epochs (5,000 steps) during training;
 - `conditional_wgan_gp_long`: wgan_gp projection alone at 80,000 critic steps (16,000 generator
@@ -64,8 +66,8 @@ from ganpipe.train import numeric_environment
 REPO = Path(__file__).resolve().parents[1]
 MNIST_NPZ = REPO.parent / "shared" / "data" / "mnist_t10k.npz"
 DIFFAUGMENT = "[color,translation,cutout]"
-GROUPS = ("conditional", "augment", "augment_wgan_gp", "augment_long", "conditional_wgan_gp",
-          "conditional_wgan_gp_long", "losses", "losses_rest")
+GROUPS = ("conditional", "augment", "augment_wgan_gp", "augment_long", "augment_policy",
+          "conditional_wgan_gp", "conditional_wgan_gp_long", "losses", "losses_rest")
 LOW_DATA_FRACTION = 0.01
 HOW_HEADING = "## How this table was made"
 # (model, critic steps, conditioning modes, extra overrides) of the conditioning groups.
@@ -78,22 +80,29 @@ CONDITIONAL_GROUPS = {
     # question here is the label accuracy of a longer-trained conditional generator.
     "conditional_wgan_gp_long": ("wgan_gp", 80000, ("projection",), []),
 }
-# ((model, critic steps), data.limit values, extra overrides) of the DiffAugment groups.
+AUGMENTS = ("[]", DIFFAUGMENT)
+# ((model, critic steps), data.limit values, train.augment values, extra overrides) of the
+# DiffAugment groups.
 AUGMENT_GROUPS = {
     # wgan_gp's five critic steps per generator step: 10,000 give the others' 2,000 generator
     # steps (at 4,000 its samples were still noise in both arms, FID 640 to 700).
-    "augment": ([("hinge", 2000), ("dcgan", 2000), ("wgan_gp", 10000)], ("500", "null"), []),
-    "augment_wgan_gp": ([("wgan_gp", 10000)], ("500", "null"), []),
+    "augment": ([("hinge", 2000), ("dcgan", 2000), ("wgan_gp", 10000)], ("500", "null"), AUGMENTS, []),
+    "augment_wgan_gp": ([("wgan_gp", 10000)], ("500", "null"), AUGMENTS, []),
     # Four times as long (about 1,100 passes over 500 images): at 2,000 the critic had begun to
     # memorise the 500 images but the generator was not yet worse for it, so only DiffAugment's cost
     # showed. The curves say whether and when the arm without it turns. 500 images only: on all
     # 8,000 DiffAugment was within 1.1x at 2,000 steps, and the CPU affords one half of the grid.
     # The domain FID every 143 epochs: 7 steps each on 500 images, so about every 1,000 steps.
-    "augment_long": ([("hinge", 8000), ("dcgan", 8000)], ("500",), ["train.eval_every=143"]),
+    "augment_long": ([("hinge", 8000), ("dcgan", 8000)], ("500",), AUGMENTS, ["train.eval_every=143"]),
+    # augment_long cost hinge 1.7x with all three operations. Each alone says which one costs it
+    # (a zeroed half-side square is a quarter of a 28-pixel digit); the two arms of augment_long run
+    # again beside them so that every ratio shares one machine.
+    "augment_policy": ([("hinge", 8000)], ("500",),
+                       ("[]", "[color]", "[translation]", "[cutout]", DIFFAUGMENT),
+                       ["train.eval_every=143"]),
 }
 FIVE_LOSSES = {"wgan": 10000, "wgan_gp": 10000, "lsgan": 2000, "dcgan": 2000, "hinge": 2000}
 CONDITIONING = ("none", "projection")
-AUGMENTS = ("[]", DIFFAUGMENT)
 
 
 def common_overrides(seeds: str) -> list[str]:
@@ -121,10 +130,10 @@ def group_runs(group: str) -> list[tuple[int, list[str]]]:
             runs.append((steps, [f"model={model}", f"models.{model}.conditional={mode}",
                                  f"utility.low_data_fraction={LOW_DATA_FRACTION}", *extra]))
     elif group in AUGMENT_GROUPS:
-        models, limits, extra = AUGMENT_GROUPS[group]
+        models, limits, augments, extra = AUGMENT_GROUPS[group]
         for limit in limits:
             for model, steps in models:
-                for augment in AUGMENTS:
+                for augment in augments:
                     overrides = [f"model={model}", f"train.augment={augment}", f"data.limit={limit}"]
                     runs.append((steps, [*overrides, *extra]))
     elif group == "losses":
@@ -133,7 +142,7 @@ def group_runs(group: str) -> list[tuple[int, list[str]]]:
                 runs.append((steps, [f"model={model}", f"models.{model}.conditional={mode}"]))
     elif group == "losses_rest":
         # The cells `losses` and `augment` ran already, as (model, conditioning, augment, limit).
-        augment_models, augment_limits, _ = AUGMENT_GROUPS["augment"]
+        augment_models, augment_limits, _, _ = AUGMENT_GROUPS["augment"]
         ran = {(model, mode, "[]", "null") for model in FIVE_LOSSES for mode in CONDITIONING}
         ran |= {(model, "none", augment, limit) for model, _ in augment_models
                 for augment in AUGMENTS for limit in augment_limits}
