@@ -30,7 +30,10 @@ real images, seeds 0, 1, 2 unless `--seeds` says otherwise):
   n_critic-5 Wasserstein models);
 - `losses_rest`: the rest of the five losses' grid, at `losses`' steps: every cell of loss ×
   conditioning (none, projection) × DiffAugment (off, on) × data.limit (500, all 8,000) that
-  `losses` and `augment` do not run (21 of the 40 cells).
+  `losses` and `augment` do not run (21 of the 40 cells);
+- `losses_rerun`: the `losses` cells whose DiffAugment partner in `losses_rest` ran on another machine
+  (`environment` column): hinge, lsgan, dcgan and wgan_gp projection and wgan unconditional and
+  projection, again, so that each of those ratios compares runs of one machine.
 The first two are what the 2-core CPU could afford in one session (the table's footer says which
 ran); the others take hours there.
 
@@ -67,7 +70,7 @@ REPO = Path(__file__).resolve().parents[1]
 MNIST_NPZ = REPO.parent / "shared" / "data" / "mnist_t10k.npz"
 DIFFAUGMENT = "[color,translation,cutout]"
 GROUPS = ("conditional", "augment", "augment_wgan_gp", "augment_long", "augment_policy",
-          "conditional_wgan_gp", "conditional_wgan_gp_long", "losses", "losses_rest")
+          "conditional_wgan_gp", "conditional_wgan_gp_long", "losses", "losses_rest", "losses_rerun")
 LOW_DATA_FRACTION = 0.01
 HOW_HEADING = "## How this table was made"
 # (model, critic steps, conditioning modes, extra overrides) of the conditioning groups.
@@ -103,6 +106,10 @@ AUGMENT_GROUPS = {
 }
 FIVE_LOSSES = {"wgan": 10000, "wgan_gp": 10000, "lsgan": 2000, "dcgan": 2000, "hinge": 2000}
 CONDITIONING = ("none", "projection")
+# (model, conditioning) of `losses_rerun`: losses ran on the first machine, losses_rest on a second,
+# whose CPU alone moves a domain FID by about 1% (README, "Same code, another environment").
+LOSSES_RERUN = {("hinge", "projection"), ("lsgan", "projection"), ("dcgan", "projection"),
+                ("wgan_gp", "projection"), ("wgan", "none"), ("wgan", "projection")}
 
 
 def common_overrides(seeds: str) -> list[str]:
@@ -136,10 +143,11 @@ def group_runs(group: str) -> list[tuple[int, list[str]]]:
                 for augment in augments:
                     overrides = [f"model={model}", f"train.augment={augment}", f"data.limit={limit}"]
                     runs.append((steps, [*overrides, *extra]))
-    elif group == "losses":
+    elif group in ("losses", "losses_rerun"):
         for model, steps in FIVE_LOSSES.items():
             for mode in CONDITIONING:
-                runs.append((steps, [f"model={model}", f"models.{model}.conditional={mode}"]))
+                if group == "losses" or (model, mode) in LOSSES_RERUN:
+                    runs.append((steps, [f"model={model}", f"models.{model}.conditional={mode}"]))
     elif group == "losses_rest":
         # The cells `losses` and `augment` ran already, as (model, conditioning, augment, limit).
         augment_models, augment_limits, _, _ = AUGMENT_GROUPS["augment"]

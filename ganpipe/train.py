@@ -172,15 +172,19 @@ class Run:
         self.train_seconds = 0.0  # time inside training steps, summed across resumes
         self.wall_seconds = 0.0
 
+    def wants_epoch_samples(self, epoch: int, last: bool) -> bool:
+        """Whether epoch `epoch`'s grid would be kept: it falls on the stride, or is the last one."""
+        return last or epoch % self.sample_stride == 0
+
     def keep_epoch_samples(self, epoch: int, samples: torch.Tensor, most: int, last: bool) -> None:
-        """Keep epoch `epoch`'s grid if it falls on the stride (the last epoch's always), at most `most`.
+        """Keep epoch `epoch`'s grid if it is wanted (wants_epoch_samples), at most `most`.
 
         Past `most` grids the stride doubles and the kept grids off it go: on 500 images an epoch is
         7 steps, and one grid per epoch piled up 5,000 grids (72 MB in every checkpoint) in a
         36,000-step run. The record stays spread over the whole run, which is what the progression
         figure draws from.
         """
-        if epoch % self.sample_stride and not last:
+        if not self.wants_epoch_samples(epoch, last):
             return
         self.epoch_samples.append(samples)
         self.sample_epochs.append(epoch)
@@ -594,8 +598,16 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, quiet: bool, last: bool) -> None:
-    samples = run.generate(run.fixed_noise, run.fixed_labels)
-    run.keep_epoch_samples(epoch, samples, params["train"]["epoch_grids"], last)
+    # The fixed-noise grid only where it is kept or shown: past the first doublings of the stride
+    # most epochs keep none, and on CUDA each grid is a device-to-host copy. It draws no random
+    # numbers, so skipping it changes nothing else.
+    if writer is not None or run.wants_epoch_samples(epoch, last):
+        samples = run.generate(run.fixed_noise, run.fixed_labels)
+        run.keep_epoch_samples(epoch, samples, params["train"]["epoch_grids"], last)
+        if writer is not None:
+            from ganpipe.images import make_grid
+
+            writer.add_image("samples", make_grid(samples.numpy(), nrow=4), epoch, dataformats="HWC")
     eval_every = params["train"]["eval_every"]
     fid_text = ""
     if eval_every is not None and epoch % eval_every == 0:
@@ -622,10 +634,6 @@ def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, qui
         fid_text = f" fid={fid:.2f}"
         if writer is not None:
             writer.add_scalar("eval/fid", fid, run.step)
-    if writer is not None:
-        from ganpipe.images import make_grid
-
-        writer.add_image("samples", make_grid(samples.numpy(), nrow=4), epoch, dataformats="HWC")
     if quiet:
         last = run.log[-1] if run.log else None
         losses = f" loss_g={last[2]:.4f} loss_d={last[3]:.4f}" if last else ""
