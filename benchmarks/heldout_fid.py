@@ -41,7 +41,6 @@ import dvc.api
 import numpy as np
 import torch
 import yaml
-from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -49,6 +48,7 @@ sys.path.insert(0, str(REPO))
 from ganpipe import paths  # noqa: E402
 from ganpipe.extractors import EXTRACTORS  # noqa: E402
 from ganpipe.features import create_extractor, extract_features  # noqa: E402
+from ganpipe.score import fid_between  # noqa: E402
 
 DOMAIN = EXTRACTORS["domain"]
 BATCH = 500
@@ -93,11 +93,6 @@ class Experiment:
 
 def features(module: Any, images: np.ndarray) -> torch.Tensor:
     return extract_features(module, images, BATCH, torch.device("cpu"), progress=False)[DOMAIN.feature_layer]
-
-
-def fid(generated: torch.Tensor, real: torch.Tensor) -> float:
-    stats = fid_features_to_statistics(generated), fid_features_to_statistics(real)
-    return float(fid_statistics_to_metric(*stats, verbose=False)[KEY_METRIC_FID])
 
 
 def classifier(name: str, weights: bytes, folder: Path) -> Any:
@@ -153,9 +148,9 @@ class Yardsticks:
             "experiment": experiment.name,
             "seed": experiment.params["seed"],
             "fid": json.loads(experiment.read(paths.SCORES))["fid"],
-            "own": fid(features(own_module, samples), own_real),
-            "full_vs_train": fid(generated, full_train),
-            "full_vs_heldout": fid(generated, full_heldout),
+            "own": fid_between(features(own_module, samples).numpy(), own_real.numpy()),
+            "full_vs_train": fid_between(generated.numpy(), full_train.numpy()),
+            "full_vs_heldout": fid_between(generated.numpy(), full_heldout.numpy()),
             "train_images": len(own_real),
             "heldout_images": heldout_count,
         }

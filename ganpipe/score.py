@@ -106,7 +106,7 @@ def _floor_metrics(real: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
         rng_seed=RNG_SEED,
         verbose=False,
     )
-    fid = _fid_between(other.numpy(), real.numpy())
+    fid = fid_between(other.numpy(), real.numpy())
     return {"fid_noise_floor": fid, "kid_noise_floor": kid[KEY_METRIC_KID_MEAN]}
 
 
@@ -255,7 +255,8 @@ def fidelity_metrics(
     return out
 
 
-def _fid_between(features_1: np.ndarray, features_2: np.ndarray) -> float:
+def fid_between(features_1: np.ndarray, features_2: np.ndarray) -> float:
+    """FID between two sets of features (rows): torch-fidelity's statistics and distance."""
     stats_1 = fid_features_to_statistics(torch.from_numpy(features_1))
     stats_2 = fid_features_to_statistics(torch.from_numpy(features_2))
     return fid_statistics_to_metric(stats_1, stats_2, verbose=False)[KEY_METRIC_FID]
@@ -302,7 +303,7 @@ def class_metrics(
         real_k = reference["features"][real_labels == label]
         values: dict[str, float | None] = dict.fromkeys(per_class)
         if min(len(gen_k), len(real_k)) >= MIN_INTRA_SAMPLES:
-            values["intra_fid"] = _fid_between(gen_k, real_k)
+            values["intra_fid"] = fid_between(gen_k, real_k)
             prc = prc_features_to_metric(
                 torch.from_numpy(gen_k),
                 torch.from_numpy(real_k),
