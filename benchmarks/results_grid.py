@@ -97,9 +97,8 @@ AUGMENT_GROUPS = {
     # 8,000 DiffAugment was within 1.1x at 2,000 steps, and the CPU affords one half of the grid.
     # The domain FID every 143 epochs: 7 steps each on 500 images, so about every 1,000 steps.
     "augment_long": ([("hinge", 8000), ("dcgan", 8000)], ("500",), AUGMENTS, ["train.eval_every=143"]),
-    # augment_long cost hinge 1.7x with all three operations. Each alone says which one costs it
-    # (a zeroed half-side square is a quarter of a 28-pixel digit); the two arms of augment_long run
-    # again beside them so that every ratio shares one machine.
+    # augment_long cost hinge 1.7x with all three operations. Each alone says which one costs it;
+    # the two arms of augment_long run again beside them so that every ratio shares one machine.
     "augment_policy": ([("hinge", 8000)], ("500",),
                        ("[]", "[color]", "[translation]", "[cutout]", DIFFAUGMENT),
                        ["train.eval_every=143"]),
@@ -107,7 +106,7 @@ AUGMENT_GROUPS = {
 FIVE_LOSSES = {"wgan": 10000, "wgan_gp": 10000, "lsgan": 2000, "dcgan": 2000, "hinge": 2000}
 CONDITIONING = ("none", "projection")
 # (model, conditioning) of `losses_rerun`: losses ran on the first machine, losses_rest on a second,
-# whose CPU alone moves a domain FID by about 1% (README, "Same code, another environment").
+# whose CPU alone moves a three-seed domain FID by 1-4% (README, "Same code, another environment").
 LOSSES_RERUN = {("hinge", "projection"), ("lsgan", "projection"), ("dcgan", "projection"),
                 ("wgan_gp", "projection"), ("wgan", "none"), ("wgan", "projection")}
 
