@@ -149,10 +149,10 @@ def group_runs(group: str) -> list[tuple[int, list[str]]]:
                     runs.append((steps, [f"model={model}", f"models.{model}.conditional={mode}"]))
     elif group == "losses_rest":
         # The cells `losses` and `augment` ran already, as (model, conditioning, augment, limit).
-        augment_models, augment_limits, _, _ = AUGMENT_GROUPS["augment"]
+        augment_models, augment_limits, augment_values, _ = AUGMENT_GROUPS["augment"]
         ran = {(model, mode, "[]", "null") for model in FIVE_LOSSES for mode in CONDITIONING}
         ran |= {(model, "none", augment, limit) for model, _ in augment_models
-                for augment in AUGMENTS for limit in augment_limits}
+                for augment in augment_values for limit in augment_limits}
         for model, steps in FIVE_LOSSES.items():
             for mode in CONDITIONING:
                 for augment in AUGMENTS:
