@@ -276,14 +276,10 @@ def main() -> None:
     # --collect) lacks what this one writes. (`python -m ganpipe.cli` run in the clone imported the
     # clone's package, its folder first on sys.path, whatever PYTHONPATH said.) keep_rows: the file's
     # rows run in other clones (an earlier invocation's temporary one) stay.
-    here = Path.cwd()
-    os.chdir(repo)
     try:
-        write_results(args.out.resolve(), all_commits=True, keep_rows=True)
+        write_results(args.out.resolve(), all_commits=True, keep_rows=True, repo=repo)
     except GanpipeError as error:
         raise SystemExit(f"ganpipe results in {repo}: {error}") from None
-    finally:
-        os.chdir(here)
     minutes = (time.perf_counter() - start) / 60
     wall = "wall time not measured (--collect)" if args.collect else f"{minutes:.0f} min wall"
     code = run(["git", "rev-parse", "--short=7", "HEAD"], repo).strip()  # the rows' `code` column

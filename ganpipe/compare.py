@@ -86,17 +86,17 @@ class Experiment:
         return row
 
 
-def _run_dvc(*args: str) -> subprocess.CompletedProcess[str]:
+def _run_dvc(*args: str, repo: Path = Path(".")) -> subprocess.CompletedProcess[str]:
     dvc = shutil.which("dvc")
     if dvc is None:
         raise GanpipeError("dvc not found on PATH; activate the venv that has the requirements installed")
-    return subprocess.run([dvc, *args], capture_output=True, text=True, check=False)
+    return subprocess.run([dvc, *args], cwd=repo, capture_output=True, text=True, check=False)
 
 
-def run_exp_show(all_commits: bool = False) -> list[dict[str, Any]]:
-    """`dvc exp show --json` for the repository in the current directory."""
+def run_exp_show(all_commits: bool = False, repo: Path = Path(".")) -> list[dict[str, Any]]:
+    """`dvc exp show --json` for the repository at `repo` (default: the current directory)."""
     args = ["exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
-    result = _run_dvc(*args)
+    result = _run_dvc(*args, repo=repo)
     if result.returncode != 0:
         lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
         reason = lines[-1] if lines else f"exit status {result.returncode}"
@@ -180,25 +180,27 @@ def collect_experiments(document: list[dict[str, Any]]) -> tuple[list[Experiment
     return experiments, skipped
 
 
-def workspace_is_current() -> bool:
-    """Whether `dvc status` finds every stage up to date: params.yaml, dvc.lock and the outputs agree.
+def workspace_is_current(repo: Path = Path(".")) -> bool:
+    """Whether `dvc status` in `repo` finds every stage up to date: params.yaml, dvc.lock and outputs agree.
 
     Only then are the workspace's metrics those of its params.yaml. After an edit of params.yaml, or a
     `git reset` that left an applied experiment's metrics behind, they are not. Where DVC cannot
     tell (the command fails), the workspace is taken as current, as it was before this check.
     """
-    result = _run_dvc("status", "--json")
+    result = _run_dvc("status", "--json", repo=repo)
     try:
         return result.returncode != 0 or not json.loads(result.stdout or "{}")
     except json.JSONDecodeError:
         return True
 
 
-def finished_experiments(all_commits: bool = False) -> tuple[list[Experiment], list[str]]:
-    """collect_experiments of this repository's `dvc exp show`, less a workspace whose metrics are stale."""
-    experiments, skipped = collect_experiments(run_exp_show(all_commits))
+def finished_experiments(
+    all_commits: bool = False, repo: Path = Path(".")
+) -> tuple[list[Experiment], list[str]]:
+    """collect_experiments of `repo`'s `dvc exp show`, less a workspace whose metrics are stale."""
+    experiments, skipped = collect_experiments(run_exp_show(all_commits, repo))
     workspace = next((e for e in experiments if e.rev == WORKSPACE), None)
-    if workspace is not None and not workspace_is_current():  # `dvc status` only when it matters
+    if workspace is not None and not workspace_is_current(repo):  # `dvc status` only when it matters
         experiments.remove(workspace)
         skipped.append(f"{WORKSPACE}: `dvc status` lists changes, so its metrics may not come from its "
                        "params.yaml; run `dvc repro` (or `dvc checkout`) to list it")

@@ -173,13 +173,14 @@ def merged_rows(rows: list[dict[str, Any]], earlier: list[dict[str, str]]) -> li
     return [*rows, *(row for row in earlier if key(row) not in settings)]
 
 
-def write_results(out: Path = RESULTS, all_commits: bool = False,
-                  keep_rows: bool = False) -> tuple[Path, list[dict[str, Any]]]:
-    """Write the results table to `out`, keeping its sections after the table; the path and the rows.
+def write_results(out: Path = RESULTS, all_commits: bool = False, keep_rows: bool = False,
+                  repo: Path = Path(".")) -> tuple[Path, list[dict[str, Any]]]:
+    """Write the results table of `repo`'s experiments to `out` (a path of its own, not relative to
+    `repo`), keeping its sections after the table; the path and the rows.
 
     With `keep_rows`, `out`'s rows of settings that no experiment here has stay in the table.
     """
-    experiments, skipped = finished_experiments(all_commits)
+    experiments, skipped = finished_experiments(all_commits, repo)
     if not experiments:
         raise GanpipeError("no experiment has metrics yet; run `dvc exp run` or `dvc queue start` first")
     old = out.read_text() if out.exists() else ""

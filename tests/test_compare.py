@@ -133,7 +133,7 @@ def test_comparison_chart_is_written(document, tmp_path, drop_is):
 
 
 def test_compare_writes_report_and_chart(document, tmp_path, monkeypatch):
-    monkeypatch.setattr(compare, "run_exp_show", lambda all_commits: document)
+    monkeypatch.setattr(compare, "run_exp_show", lambda all_commits, repo: document)
 
     written, table = compare.compare(tmp_path / "reports")
 
@@ -147,7 +147,7 @@ def test_no_finished_experiment_is_one_line_error(document, monkeypatch, tmp_pat
     only_queued[0]["data"]["metrics"] = {}
     only_queued[1]["data"]["metrics"] = {}
     only_queued[1]["experiments"] = [e for e in only_queued[1]["experiments"] if e["name"] == "still-queued"]
-    monkeypatch.setattr(compare, "run_exp_show", lambda all_commits: only_queued)
+    monkeypatch.setattr(compare, "run_exp_show", lambda all_commits, repo: only_queued)
 
     with pytest.raises(GanpipeError, match=r"^no experiment has metrics yet \(.*still-queued: queued"):
         compare.compare(tmp_path)

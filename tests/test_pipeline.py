@@ -11,6 +11,8 @@ import pytest
 import yaml
 from conftest import PIPELINE_STAGES, dvc, ran_stages, run
 
+from ganpipe.compare import finished_experiments
+
 FIGURES = (
     "losses.png",
     "wasserstein.png",
@@ -123,6 +125,11 @@ def test_repro_experiments_and_compare(repo_copy: Path) -> None:
     report = (repo_copy / "reports/comparison.md").read_text()
     assert "| workspace |" not in report and "workspace: `dvc status` lists changes" in report, report
     assert all(f"| {name} |" in report for name in fids)
+
+    # The same collection from another directory, through `repo` (results_grid's path to a clone).
+    experiments, skipped = finished_experiments(repo=repo_copy)
+    assert set(fids) <= {experiment.name for experiment in experiments}
+    assert any(reason.startswith("workspace: `dvc status` lists changes") for reason in skipped), skipped
 
 
 def test_default_params_without_network_fail_fast_at_download(
