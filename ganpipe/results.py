@@ -85,7 +85,8 @@ def results_rows(experiments: list[Experiment]) -> list[dict[str, Any]]:
     rows = []
     for key, members in groups.items():
         row: dict[str, Any] = dict(zip(SETTING_COLUMNS, key))
-        row["seeds"] = ",".join(str(m.params.get("seed")) for m in members)
+        # Ascending, whatever order `dvc exp show` lists the runs in (newest first, queue order).
+        row["seeds"] = ",".join(str(seed) for seed in sorted(m.params.get("seed") for m in members))
         for column, source, metric in MEASURED:
             row[column] = _mean_std([v for m in members if (v := _value(m, source, metric)) is not None])
         rows.append(row)
