@@ -3,11 +3,13 @@
 `ganpipe compare` lists every run; this groups runs that differ only in `seed` and reports each
 setting once, mean ± std over its seeds: domain FID (with its real-vs-real noise floor), label
 accuracy (conditional models), the TSTR ratio of the utility stage and the training time. A setting
-is the model with its loss and conditioning, DiffAugment, the dataset, `data.limit`, the training
-length, the sample count (FID is biased by N, so different N never share a row), the commit whose
-code ran (`code`) and the environment it ran in (`environment`, train.json's: package releases and
-torch's kernels): runs of different code or environment never share a row either, which matters with
-`--all-commits` and with rows kept from other clones.
+is the model with its loss and conditioning, the networks' width (arch.ngf / arch.ndf), DiffAugment,
+the dataset, `data.limit`, the training length, the sample count (FID is biased by N, so different N
+never share a row), the commit whose code ran (`code`) and the environment it ran in (`environment`,
+train.json's: package releases and torch's kernels): runs of different code or environment never
+share a row either, which matters with `--all-commits` and with rows kept from other clones. Other
+params (learning rates, batch size, ...) are not columns: runs that differ only in those would share
+a row, so vary them in a clone of their own.
 
 Anyone can repeat the table: queue the runs (README, "Results table"), start the queue, then run
 `ganpipe results`. A rerun rewrites the title, legend and table and keeps every `## ` section after
@@ -31,8 +33,8 @@ from ganpipe.io import write_text
 
 RESULTS = Path("docs") / "results.md"
 SETTING_COLUMNS = (
-    "model", "loss", "conditional", "augment", "data", "limit", "steps", "num_generated", "code",
-    "environment",
+    "model", "loss", "conditional", "width", "augment", "data", "limit", "steps", "num_generated",
+    "code", "environment",
 )
 # (column, metrics file, key): averaged over the seeds of a setting.
 MEASURED = (
@@ -55,11 +57,14 @@ def setting(experiment: Experiment) -> tuple[Any, ...]:
     data = params.get("data", {})
     source = data.get("source")
     dataset = data.get("name") if not source else f"{data.get('name')}:{Path(str(source)).name}"
+    arch = params.get("arch", {})
+    width = f"{arch['ngf']}/{arch['ndf']}" if "ngf" in arch and "ndf" in arch else None
     train = params.get("train", {})
     augment = ",".join(train.get("augment") or []) or "none"
     trained = experiment.metrics.get(paths.TRAIN_METRICS.as_posix(), {})
     num_generated = experiment.metrics.get(paths.SCORES.as_posix(), {}).get("num_generated")
-    return (model, config.get("loss"), config.get("conditional", "none"), augment, dataset,
+    return (model, config.get("loss"), config.get("conditional", "none"),
+            width, augment, dataset,
             data.get("limit"), trained.get("steps"), num_generated, experiment.baseline[:7],
             trained.get("environment"))
 
@@ -112,14 +117,15 @@ def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
         "`tstr_ratio` the utility stage's train-on-synthetic / train-on-real test accuracy, and "
         "`low_accuracy` / `low_mixed_accuracy` its low-data arms' test accuracy (a fraction of the real "
         "training split alone / with synthetic images added; each the mean of the stage's runs). "
-        "`code` is the commit whose code made the row and `environment` the package releases and torch "
-        "kernels it ran with (– where the runs did not record it).",
+        "`width` is the generator's / critic's base channel count (arch.ngf / arch.ndf), `code` the "
+        "commit whose code made the row and `environment` the package releases and torch kernels it ran "
+        "with (– in rows written before the column existed, or where the runs did not record it).",
         "",
         HEADER,
         "| " + " | ".join("---" for _ in COLUMNS) + " |",
     ]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(row[column]) for column in COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(row.get(column)) for column in COLUMNS) + " |")
     if skipped:
         lines += ["", "Not in the table:", ""] + [f"- {note}" for note in skipped]
     return "\n".join(lines) + "\n"
@@ -143,8 +149,9 @@ def _cells(line: str) -> list[str]:
 def table_rows(text: str, source: Path) -> list[dict[str, str]]:
     """The rows of the table `markdown` wrote into `text` (read from `source`), as cell strings.
 
-    A table written before a column was added reads with "–" in it (such as `environment`, which
-    older runs did not record); a column this version does not write is refused in one line.
+    A table written before a column was added (such as `width`) reads without it: its rows lack that
+    key, and are written back with "–" in it. A column this version does not write is refused in one
+    line.
     """
     lines = text.splitlines()
     start = next((index for index, line in enumerate(lines) if line.startswith("| model |")), None)
@@ -159,19 +166,21 @@ def table_rows(text: str, source: Path) -> list[dict[str, str]]:
     for line in lines[start + 2:]:  # past the header and its --- line
         if not line.startswith("| "):
             break
-        row = dict.fromkeys(COLUMNS, "–")
-        row.update(zip(columns, _cells(line)))
-        rows.append(row)
+        rows.append(dict(zip(columns, _cells(line))))
     return rows
 
 
 def merged_rows(rows: list[dict[str, Any]], earlier: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """`rows`, then the `earlier` rows of settings that `rows` lacks (in their order)."""
-    def key(row: dict[str, Any]) -> tuple[str, ...]:
-        return tuple(_cell(row[column]) for column in SETTING_COLUMNS)
+    """`rows`, then the `earlier` rows of settings that `rows` lacks (in their order).
 
-    settings = {key(row) for row in rows}
-    return [*rows, *(row for row in earlier if key(row) not in settings)]
+    An earlier row read from a table without some setting column matches on the columns it has: a
+    rewrite from the same experiments replaces it rather than adding a twin that differs only there.
+    """
+    def covered(old: dict[str, str]) -> bool:
+        return any(all(_cell(row[column]) == old[column] for column in SETTING_COLUMNS if column in old)
+                   for row in rows)
+
+    return [*rows, *(row for row in earlier if not covered(row))]
 
 
 def write_results(out: Path = RESULTS, all_commits: bool = False, keep_rows: bool = False,

@@ -61,6 +61,16 @@ def test_another_setting_gets_its_own_row_and_the_table_lists_every_column() -> 
     dcgan_rows = [row for row in results.results_rows(fresh) if row["model"] == "dcgan"]
     by_environment = {row["environment"]: row for row in dcgan_rows}
     assert set(by_environment) == {None, environment} and by_environment[environment]["seeds"] == "1"
+    # And a run with a wider critic (arch.ndf), the only param changed: the `width` column tells it.
+    widths = _experiments()
+    for index, experiment in enumerate(widths):
+        params = json.loads(json.dumps(experiment.params))
+        params["arch"] = {"nz": 100, "ngf": 16, "ndf": 64 if index == 0 else 16}
+        widths[index] = compare.Experiment(experiment.name, experiment.rev, params, experiment.metrics)
+    by_width = {(row["model"], row["width"]): row["seeds"] for row in results.results_rows(widths)}
+    model, seed = widths[0].params["model"], str(widths[0].params["seed"])
+    assert by_width[(model, "16/64")] == seed and (model, "16/16") in by_width
+    assert {row["width"] for row in results.results_rows(_experiments())} == {None}  # no arch recorded
     table = results.markdown(rows, ["broken: failed"])
     header = table.splitlines()[4]
     expected = (*results.SETTING_COLUMNS, "seeds", "fid", "fid_noise_floor", "label_accuracy", "tstr_ratio",
@@ -104,10 +114,16 @@ def test_keep_rows_keeps_other_settings_rows_and_rewrites_those_run_here() -> No
 
 
 def test_keep_rows_reads_an_older_table_and_refuses_unknown_columns() -> None:
-    """A table written before the environment column reads with "–" in it; an unknown column stops."""
+    """A table written before a column existed reads without it and is written back with "–" in it;
+    a rewrite replaces its rows by matching on the columns it has. An unknown column stops."""
     older = "# Results\n\n| model | fid |\n| --- | --- |\n| hinge | 3 |\n\n## Notes\n"
     [row] = results.table_rows(older, Path("r.md"))
-    assert row["model"] == "hinge" and row["fid"] == "3" and row["environment"] == "–"
+    assert row == {"model": "hinge", "fid": "3"}
+    assert "| hinge | – | – |" in results.markdown([row], [])
+    rerun = dict(results.results_rows(_experiments())[0])
+    assert results.merged_rows([rerun], [row]) == [rerun, row]  # another model: kept
+    rerun["model"] = "hinge"
+    assert results.merged_rows([rerun], [row]) == [rerun]  # the same setting, now with every column
     with pytest.raises(GanpipeError, match=r"r\.md's table has columns .* \(gpu_hours\)"):
         results.table_rows("| model | gpu_hours |\n| --- | --- |\n| hinge | 3 |\n", Path("r.md"))
     assert results.table_rows("# Results\n\nno table yet\n", Path("r.md")) == []
