@@ -97,6 +97,13 @@ def test_results_grid_puts_its_invocation_first_under_the_heading() -> None:
     second = grid.with_invocation(first + notes, "second block\n")
     assert second == f"{table}\n{grid.HOW_HEADING}\n\nsecond block\n\nfirst block\n{notes}"
 
+    # A group's override of a common key (augment_wide's critic width) replaces it in place, once.
+    [(_, overrides), *_] = grid.group_runs("augment_wide")
+    merged = grid.merged_overrides(grid.common_overrides("0"), overrides)
+    assert "arch.ndf=64" in merged and "arch.ndf=16" not in merged and "arch.ngf=16" in merged
+    assert merged.index("arch.ndf=64") == grid.common_overrides("0").index("arch.ndf=16")
+    assert grid.merged_overrides(["a=1", "b=2"], ["c=3"]) == ["a=1", "b=2", "c=3"]
+
 
 def test_keep_rows_keeps_other_settings_rows_and_rewrites_those_run_here() -> None:
     rows = results.results_rows(_experiments())
