@@ -13,8 +13,8 @@ DiffAugment-biggan-cifar/inception_tf.py). This script scores each finished expe
   experiment's training images;
 - `full_vs_heldout`: that classifier against the rest of the source's train split, images the
   GAN never saw.
-Rows are grouped by model, conditioning, DiffAugment, data.limit and critic steps (mean over the
-seeds). The last line is JSON.
+Rows are grouped by model, conditioning, width (arch.ngf/arch.ndf), DiffAugment, data.limit and
+critic steps (mean over the seeds). The last line is JSON.
 
     python benchmarks/heldout_fid.py [--repo DIR] [--full-rev REV] [REV ...]
 
@@ -87,7 +87,8 @@ class Experiment:
     def group(self) -> tuple[Any, ...]:
         model = self.params["model"]
         train = self.params["train"]
-        return (model, self.params["models"][model].get("conditional", "none"),
+        width = f"{self.params['arch']['ngf']}/{self.params['arch']['ndf']}"
+        return (model, self.params["models"][model].get("conditional", "none"), width,
                 ",".join(train["augment"]) or "none", self.params["data"]["limit"], train["max_steps"])
 
 
@@ -190,7 +191,7 @@ def main() -> None:
             print(f"{experiment.name} {experiment.group()}: fid {row['fid']:.1f}, own {row['own']:.1f}, "
                   f"full vs train {row['full_vs_train']:.1f}, "
                   f"full vs held-out {row['full_vs_heldout']:.1f}", flush=True)
-    print("\nmodel, conditional, augment, limit, steps: mean over the seeds of "
+    print("\nmodel, conditional, width (ngf/ndf), augment, limit, steps: mean over the seeds of "
           "fid / full_vs_train / full_vs_heldout")
     summary = []
     for group in sorted(rows, key=str):
