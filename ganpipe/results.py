@@ -36,6 +36,9 @@ SETTING_COLUMNS = (
     "model", "loss", "conditional", "width", "augment", "data", "limit", "steps", "num_generated",
     "code", "environment",
 )
+# Setting columns added after tables were written, whose "–" in a kept row means "not in that table"
+# (every run has arch.ngf and arch.ndf), not a value.
+LATER_COLUMNS = ("width",)
 # (column, metrics file, key): averaged over the seeds of a setting.
 MEASURED = (
     ("fid", paths.SCORES, "fid"),
@@ -125,7 +128,7 @@ def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
         "| " + " | ".join("---" for _ in COLUMNS) + " |",
     ]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(column)) for column in COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(row[column]) for column in COLUMNS) + " |")
     if skipped:
         lines += ["", "Not in the table:", ""] + [f"- {note}" for note in skipped]
     return "\n".join(lines) + "\n"
@@ -149,9 +152,8 @@ def _cells(line: str) -> list[str]:
 def table_rows(text: str, source: Path) -> list[dict[str, str]]:
     """The rows of the table `markdown` wrote into `text` (read from `source`), as cell strings.
 
-    A table written before a column was added (such as `width`) reads without it: its rows lack that
-    key, and are written back with "–" in it. A column this version does not write is refused in one
-    line.
+    A table written before a column was added reads with "–" in it (such as `environment`, which
+    older runs did not record); a column this version does not write is refused in one line.
     """
     lines = text.splitlines()
     start = next((index for index, line in enumerate(lines) if line.startswith("| model |")), None)
@@ -166,18 +168,22 @@ def table_rows(text: str, source: Path) -> list[dict[str, str]]:
     for line in lines[start + 2:]:  # past the header and its --- line
         if not line.startswith("| "):
             break
-        rows.append(dict(zip(columns, _cells(line))))
+        row = dict.fromkeys(COLUMNS, "–")
+        row.update(zip(columns, _cells(line)))
+        rows.append(row)
     return rows
 
 
 def merged_rows(rows: list[dict[str, Any]], earlier: list[dict[str, str]]) -> list[dict[str, Any]]:
     """`rows`, then the `earlier` rows of settings that `rows` lacks (in their order).
 
-    An earlier row read from a table without some setting column matches on the columns it has: a
-    rewrite from the same experiments replaces it rather than adding a twin that differs only there.
+    An earlier row with "–" in a column of LATER_COLUMNS predates that column: it matches on the
+    others, so a rewrite from the same experiments replaces it rather than adding a twin that differs
+    only there.
     """
     def covered(old: dict[str, str]) -> bool:
-        return any(all(_cell(row[column]) == old[column] for column in SETTING_COLUMNS if column in old)
+        return any(all(_cell(row[column]) == old[column] for column in SETTING_COLUMNS
+                       if not (column in LATER_COLUMNS and old[column] == "–"))
                    for row in rows)
 
     return [*rows, *(row for row in earlier if not covered(row))]

@@ -121,16 +121,22 @@ def test_keep_rows_keeps_other_settings_rows_and_rewrites_those_run_here() -> No
 
 
 def test_keep_rows_reads_an_older_table_and_refuses_unknown_columns() -> None:
-    """A table written before a column existed reads without it and is written back with "–" in it;
-    a rewrite replaces its rows by matching on the columns it has. An unknown column stops."""
+    """A table written before the environment column reads with "–" in it; an unknown column stops.
+    A kept row from before the width column is replaced by a rewrite of its setting, at any width,
+    also once a rewrite has written it back with "–"."""
     older = "# Results\n\n| model | fid |\n| --- | --- |\n| hinge | 3 |\n\n## Notes\n"
     [row] = results.table_rows(older, Path("r.md"))
-    assert row == {"model": "hinge", "fid": "3"}
-    assert "| hinge | – | – |" in results.markdown([row], [])
-    rerun = dict(results.results_rows(_experiments())[0])
+    assert row["model"] == "hinge" and row["fid"] == "3" and row["environment"] == "–"
+    rerun = {**results.results_rows(_experiments())[0], "width": "16/16"}
     assert results.merged_rows([rerun], [row]) == [rerun, row]  # another model: kept
-    rerun["model"] = "hinge"
-    assert results.merged_rows([rerun], [row]) == [rerun]  # the same setting, now with every column
+    for column in results.SETTING_COLUMNS:
+        rerun[column] = row[column]
+    rerun["width"] = "16/16"
+    assert results.merged_rows([rerun], [row]) == [rerun]  # the same setting, now with its width
+    [written_back] = results.table_rows(results.markdown([row], []), Path("r.md"))
+    assert written_back["width"] == "–" and results.merged_rows([rerun], [written_back]) == [rerun]
+    rerun["environment"] = "torch 0"  # a column whose "–" is a value: no match
+    assert results.merged_rows([rerun], [row]) == [rerun, row]
     with pytest.raises(GanpipeError, match=r"r\.md's table has columns .* \(gpu_hours\)"):
         results.table_rows("| model | gpu_hours |\n| --- | --- |\n| hinge | 3 |\n", Path("r.md"))
     assert results.table_rows("# Results\n\nno table yet\n", Path("r.md")) == []
