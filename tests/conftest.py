@@ -78,10 +78,11 @@ def stage_env(repo: Path) -> dict[str, str]:
 
 
 def run(
-    cmd: list[str], repo: Path, check: bool = True, timeout: float = 600
+    cmd: list[str], repo: Path, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """`cmd` in `repo` (with `env`, default stage_env(repo)); a failure shows its whole output."""
     result = subprocess.run(
-        cmd, cwd=repo, env=stage_env(repo), capture_output=True, text=True, timeout=timeout
+        cmd, cwd=repo, env=env or stage_env(repo), capture_output=True, text=True, timeout=timeout
     )
     if check and result.returncode != 0:
         raise AssertionError(

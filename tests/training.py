@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import REPO, tiny_params
+from conftest import REPO, run, tiny_params
 
 from ganpipe import paths
 from ganpipe.data import download, preprocess
@@ -53,14 +53,6 @@ def _stage_dir(root: Path, processed_dir: Path, params: dict[str, Any]) -> Path:
     return root
 
 
-def _run_stage(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run the train stage to its end; a failure shows the stage's own last lines, not only its status."""
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
-    assert done.returncode == 0, f"the train stage in {cwd.name} exited with {done.returncode}:\n{tail}"
-    return done
-
-
 def assert_resume_after_kill_is_bit_identical(
     tmp_path: Path, processed_dir: Path, params: dict[str, Any], outputs: tuple[Path, ...] = TRAIN_OUTPUTS
 ) -> None:
@@ -69,7 +61,7 @@ def assert_resume_after_kill_is_bit_identical(
     env = dict(os.environ, PYTHONPATH=str(REPO), CI="1")
     command = [sys.executable, str(REPO / "stages" / "train.py")]
     whole = _stage_dir(tmp_path / "whole", processed_dir, params)
-    _run_stage(command, whole, env)
+    run(command, whole, env=env)  # a failure shows the stage's output, not only its status
 
     killed = _stage_dir(tmp_path / "killed", processed_dir, params)
     process = subprocess.Popen(
@@ -89,7 +81,7 @@ def assert_resume_after_kill_is_bit_identical(
     assert list(checkpoints.rglob("checkpoint.pt")), "killed before its first checkpoint: nothing to resume"
     assert not (killed / paths.TRAIN_METRICS).exists()
 
-    resumed = _run_stage(command, killed, env)
+    resumed = run(command, killed, env=env)
     assert "resuming from" in resumed.stderr
     for output in outputs:
         assert (whole / output).read_bytes() == (killed / output).read_bytes(), output
