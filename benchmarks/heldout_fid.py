@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO))
 from ganpipe import paths  # noqa: E402
 from ganpipe.extractors import EXTRACTORS  # noqa: E402
 from ganpipe.features import create_extractor, extract_features  # noqa: E402
+from ganpipe.results import width  # noqa: E402
 from ganpipe.score import fid_between  # noqa: E402
 
 DOMAIN = EXTRACTORS["domain"]
@@ -87,8 +88,7 @@ class Experiment:
     def group(self) -> tuple[Any, ...]:
         model = self.params["model"]
         train = self.params["train"]
-        width = f"{self.params['arch']['ngf']}/{self.params['arch']['ndf']}"
-        return (model, self.params["models"][model].get("conditional", "none"), width,
+        return (model, self.params["models"][model].get("conditional", "none"), width(self.params),
                 ",".join(train["augment"]) or "none", self.params["data"]["limit"], train["max_steps"])
 
 

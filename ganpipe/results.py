@@ -52,6 +52,12 @@ MEASURED = (
 )
 
 
+def width(params: dict[str, Any]) -> str | None:
+    """The `width` cell of a run's params: "arch.ngf/arch.ndf", or None where params lack them."""
+    arch = params.get("arch", {})
+    return f"{arch['ngf']}/{arch['ndf']}" if "ngf" in arch and "ndf" in arch else None
+
+
 def setting(experiment: Experiment) -> tuple[Any, ...]:
     """What a row stands for: everything but the seed that shapes the numbers."""
     params = experiment.params
@@ -60,14 +66,11 @@ def setting(experiment: Experiment) -> tuple[Any, ...]:
     data = params.get("data", {})
     source = data.get("source")
     dataset = data.get("name") if not source else f"{data.get('name')}:{Path(str(source)).name}"
-    arch = params.get("arch", {})
-    width = f"{arch['ngf']}/{arch['ndf']}" if "ngf" in arch and "ndf" in arch else None
     train = params.get("train", {})
     augment = ",".join(train.get("augment") or []) or "none"
     trained = experiment.metrics.get(paths.TRAIN_METRICS.as_posix(), {})
     num_generated = experiment.metrics.get(paths.SCORES.as_posix(), {}).get("num_generated")
-    return (model, config.get("loss"), config.get("conditional", "none"),
-            width, augment, dataset,
+    return (model, config.get("loss"), config.get("conditional", "none"), width(params), augment, dataset,
             data.get("limit"), trained.get("steps"), num_generated, experiment.baseline[:7],
             trained.get("environment"))
 
