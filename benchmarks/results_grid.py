@@ -276,6 +276,8 @@ def main() -> None:
     threads = ""
     if args.jobs > 1:
         env["OMP_NUM_THREADS"] = "1"  # each experiment's stages on one thread: no oversubscription
+        # numeric_environment below, in this process, then names the experiments' thread count.
+        torch.set_num_threads(1)
         threads = ", one torch thread per experiment"
     # train.device=cpu keeps training on the CPU; sample and score would take a visible GPU.
     gpu = "a GPU visible to sample and score" if torch.cuda.is_available() else "no GPU"

@@ -6,10 +6,10 @@ accuracy (conditional models), the TSTR ratio of the utility stage and the train
 is the model with its loss and conditioning, the networks' width (arch.ngf / arch.ndf), DiffAugment,
 the dataset, `data.limit`, the training length, the sample count (FID is biased by N, so different N
 never share a row), the commit whose code ran (`code`) and the environment it ran in (`environment`,
-train.json's: package releases and torch's kernels): runs of different code or environment never
-share a row either, which matters with `--all-commits` and with rows kept from other clones. Other
-params (learning rates, batch size, ...) are not columns: runs that differ only in those would share
-a row, so vary them in a clone of their own.
+train.json's: package releases, torch's kernels and, on CPU, torch's thread count): runs of different
+code or environment never share a row either, which matters with `--all-commits` and with rows kept
+from other clones. Other params (learning rates, batch size, ...) are not columns: runs that differ
+only in those would share a row, so vary them in a clone of their own.
 
 Anyone can repeat the table: queue the runs (README, "Results table"), start the queue, then run
 `ganpipe results`. A rerun rewrites the title, legend and table and keeps every `## ` section after
@@ -124,8 +124,9 @@ def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
         "`low_accuracy` / `low_mixed_accuracy` its low-data arms' test accuracy (a fraction of the real "
         "training split alone / with synthetic images added; each the mean of the stage's runs). "
         "`width` is the generator's / critic's base channel count (arch.ngf / arch.ndf), `code` the "
-        "commit whose code made the row and `environment` the package releases and torch kernels it ran "
-        "with (– in rows written before the column existed, or where the runs did not record it).",
+        "commit whose code made the row and `environment` the package releases, torch kernels and CPU "
+        "threads it ran with (– in rows written before the column existed, or where the runs did not "
+        "record it; code up to 5bcb56e did not record the threads).",
         "",
         HEADER,
         "| " + " | ".join("---" for _ in COLUMNS) + " |",

@@ -642,16 +642,18 @@ def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, qui
 
 def numeric_environment(device: torch.device) -> str:
     """What beside code, params and data can change a run's numbers: the releases of the numeric
-    packages and the kernels torch dispatched to (the CPU's vector extension, or the GPU).
+    packages and the kernels torch dispatched to (the GPU, or the CPU's vector extension and torch's
+    thread count, which splits reductions differently).
 
     CPU reruns are bit-identical only where this string is the same too: an earlier session's
-    environment gave another domain FID for the same commit, params and data (README, "Results table").
+    environment gave another domain FID for the same commit, params and data (README, "Results table"),
+    and one torch thread against two gave other weights for the same run.
     """
     # torch's own string: it carries the build (+cu130, +cpu), whose kernels differ too.
     packages = ", ".join([f"torch {torch.__version__}",
                           *(f"{name} {version(name)}" for name in ("numpy", "scipy", "torch-fidelity"))])
     kernels = (f"cuda {torch.cuda.get_device_name(device)}" if device.type == "cuda"
-               else f"cpu {torch.backends.cpu.get_cpu_capability()}")
+               else f"cpu {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads")
     return f"{packages}, {kernels}"
 
 

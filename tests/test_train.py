@@ -17,11 +17,13 @@ from training import TRAIN_OUTPUTS, assert_resume_after_kill_is_bit_identical, t
 
 import ganpipe.train
 from ganpipe import paths
+from ganpipe.classifier import train_and_evaluate
 from ganpipe.errors import GanpipeError, ParamsError
 from ganpipe.io import load_torch
 from ganpipe.losses import LOSSES, register_loss, wasserstein_critic, wasserstein_generator
 from ganpipe.models import generator_from_checkpoint
 from ganpipe.params import validate
+from ganpipe.score import compute_train_reference
 from ganpipe.train import run_key, train
 
 MODELS = ("wgan", "wgan_gp", "lsgan", "dcgan", "hinge")
@@ -71,7 +73,8 @@ def test_every_model_trains(
         assert saved["images"].shape == (1, 16, channels, size, size)
     assert json.loads(paths.TRAIN_METRICS.read_text()) == metrics
     assert metrics["environment"].startswith(f"torch {torch.__version__}, numpy {np.__version__}, ")
-    assert metrics["environment"].endswith(f", cpu {torch.backends.cpu.get_cpu_capability()}")
+    kernels = f", cpu {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+    assert metrics["environment"].endswith(kernels)
     assert not list(Path(params["train"]["checkpoint_dir"]).rglob("checkpoint.pt"))  # finished runs clean up
     if model == "dcgan":
         assert list(Path("runs").rglob("events.out.tfevents.*"))
@@ -242,3 +245,37 @@ def test_resume_after_kill_is_bit_identical(processed_digits: Callable[..., Path
     params["models"]["wgan_gp"].update(conditional="projection", gp_every=3, dropout_d=0.2, ema_decay=0.95)
     outputs = (*TRAIN_OUTPUTS, paths.GENERATOR_EMA)
     assert_resume_after_kill_is_bit_identical(tmp_path, processed_digits(1, 28), params, outputs)
+
+
+def test_fid_during_training_leaves_the_training_unchanged(
+    processed_digits: Callable[..., Path], tmp_path: Path
+) -> None:
+    """train.eval_every only watches: the FID it logs draws its noise and labels from streams of their
+    own and samples in eval mode, so the weights, losses and kept grids match a run that never evaluates.
+    (Otherwise results at different eval_every, like the 20,000- and 40,000-step groups, would differ
+    for that reason alone.) dcgan's batch norm, dropout and DiffAugment are the state and streams an
+    evaluation could disturb. No EMA: its copy of the batch-norm buffers would hide a generator
+    evaluated in train mode."""
+    overrides = dict(model="dcgan", arch__ngf=16, arch__ndf=16, train__augment=["color", "translation"])
+    plain_params = validate(tiny_params(**overrides))
+    evaluated_params = validate(tiny_params(**overrides, train__eval_every=1))
+    for params in (plain_params, evaluated_params):
+        params["models"]["dcgan"].update(conditional="projection", dropout_d=0.2)
+    train_in(tmp_path / "plain", processed_digits(1, 28), plain_params)
+
+    evaluated = tmp_path / "evaluated"
+    shutil.copytree(processed_digits(1, 28), evaluated / paths.PROCESSED_DIR)
+    cwd = os.getcwd()
+    os.chdir(evaluated)
+    try:  # FID during training needs the classifier and train_reference stages' outputs
+        train_and_evaluate(evaluated_params)
+        compute_train_reference(evaluated_params)
+        train(evaluated_params)
+    finally:
+        os.chdir(cwd)
+
+    fid_rows = (evaluated / paths.FID_TSV).read_text().splitlines()[1:]
+    assert [int(row.split("\t")[0]) for row in fid_rows] == [1, 2]
+    assert all(np.isfinite(float(row.split("\t")[2])) for row in fid_rows)
+    for output in TRAIN_OUTPUTS:
+        assert (evaluated / output).read_bytes() == (tmp_path / "plain" / output).read_bytes(), output
