@@ -103,6 +103,11 @@ def test_results_grid_puts_its_invocation_first_under_the_heading() -> None:
     assert "arch.ndf=64" in merged and "arch.ndf=16" not in merged and "arch.ngf=16" in merged
     assert merged.index("arch.ndf=64") == grid.common_overrides("0").index("arch.ndf=16")
     assert grid.merged_overrides(["a=1", "b=2"], ["c=3"]) == ["a=1", "b=2", "c=3"]
+    assert "train.device=cuda" in grid.common_overrides("0", "cuda")
+    # The DiffAugment target's grid: each loss off and on, wgan_gp with the others' generator steps.
+    target = [(steps, overrides[0]) for steps, overrides in grid.group_runs("augment_wide_target")]
+    assert sorted(set(target)) == [(40000, "model=dcgan"), (40000, "model=hinge"), (200000, "model=wgan_gp")]
+    assert len(target) == 6
 
 
 def test_keep_rows_keeps_other_settings_rows_and_rewrites_those_run_here() -> None:
