@@ -32,7 +32,8 @@ real images, seeds 0, 1, 2 unless `--seeds` says otherwise):
 - `augment_wide_target`: the issue's three losses (hinge, dcgan, wgan_gp) as in
   `augment_wide_longest`, each for 40,000 generator steps (200,000 critic steps for wgan_gp): the
   DiffAugment target's whole grid at the one setting where it paid, sized for a GPU (`--device cuda`;
-  about 40 hours on the 2-core CPU, two runs at a time, from the train_time_s of the runs so far);
+  an estimated 30 to 40 hours on the 2-core CPU, two runs at a time, from the train_time_s of the
+  runs so far);
 - `conditional_wgan_gp`: wgan_gp (40,000 critic steps, 8,000 generator steps as in `conditional`),
   unconditional and projection, with the domain FID every 40 epochs (5,000 steps) during training;
 - `conditional_wgan_gp_long`: wgan_gp projection alone at 80,000 critic steps (16,000 generator
