@@ -327,7 +327,7 @@ def main() -> None:
         f"--seeds {args.seeds}` "
         f"on {time.strftime('%Y-%m-%d')}: {len(commands)} queued grids of seeds {args.seeds}, {wall}, on "
         f"{platform.machine()} with {os.cpu_count()} CPU cores and {gpu} (`train.device={args.device}`, "
-        f"`dvc queue start -j {args.jobs}`{threads}; {numeric_environment(torch.device('cpu'))}).",
+        f"`dvc queue start -j {args.jobs}`{threads}; {numeric_environment(torch.device(args.device))}).",
         "",
         "```bash",
         *commands,
