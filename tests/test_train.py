@@ -248,7 +248,7 @@ def test_resume_after_kill_is_bit_identical(processed_digits: Callable[..., Path
 
 
 def test_fid_during_training_leaves_the_training_unchanged(
-    processed_digits: Callable[..., Path], tmp_path: Path
+    processed_digits: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """train.eval_every only watches: the FID it logs draws its noise and labels from streams of their
     own and samples in eval mode, so the weights, losses and kept grids match a run that never evaluates.
@@ -265,14 +265,11 @@ def test_fid_during_training_leaves_the_training_unchanged(
 
     evaluated = tmp_path / "evaluated"
     shutil.copytree(processed_digits(1, 28), evaluated / paths.PROCESSED_DIR)
-    cwd = os.getcwd()
-    os.chdir(evaluated)
-    try:  # FID during training needs the classifier and train_reference stages' outputs
-        train_and_evaluate(evaluated_params)
-        compute_train_reference(evaluated_params)
-        train(evaluated_params)
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(evaluated)
+    # FID during training needs the classifier and train_reference stages' outputs
+    train_and_evaluate(evaluated_params)
+    compute_train_reference(evaluated_params)
+    train(evaluated_params)
 
     fid_rows = (evaluated / paths.FID_TSV).read_text().splitlines()[1:]
     assert [int(row.split("\t")[0]) for row in fid_rows] == [1, 2]
