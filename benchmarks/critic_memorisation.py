@@ -26,10 +26,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ganpipe import paths  # noqa: E402
-from ganpipe.classifier import DomainClassifier  # noqa: E402
-from ganpipe.models import Critic  # noqa: E402
-from ganpipe.processed import read_split  # noqa: E402
+from ganpipe.gan.models import Critic  # noqa: E402
+from ganpipe.measure.classifier import DomainClassifier  # noqa: E402
+from ganpipe.pipeline import paths  # noqa: E402
+from ganpipe.pipeline.processed import read_split  # noqa: E402
 
 
 def critic_scores(critic: Critic, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -51,8 +51,13 @@ def memorisation(run_dir: Path, count: int) -> dict[str, float | str]:
     both = np.concatenate([seen, unseen])
     is_seen = np.r_[np.ones(len(seen)), np.zeros(len(unseen))]
     median_split = float(((both > np.median(both)) == is_seen).mean())
-    return {"run": str(run_dir), "train_images": len(seen), "unseen_images": len(unseen),
-            "gap_sd": round(float(gap), 3), "median_split_accuracy": round(median_split, 3)}
+    return {
+        "run": str(run_dir),
+        "train_images": len(seen),
+        "unseen_images": len(unseen),
+        "gap_sd": round(float(gap), 3),
+        "median_split_accuracy": round(median_split, 3),
+    }
 
 
 def main() -> None:
@@ -67,8 +72,11 @@ def main() -> None:
         if not (run_dir / paths.CRITIC).exists():
             raise SystemExit(f"{run_dir / paths.CRITIC} not found: run `dvc repro train` there first")
         result = memorisation(run_dir, args.count)
-        print(f"{run_dir}: gap {result['gap_sd']:+.2f} sd, the median tells train from unseen "
-              f"{result['median_split_accuracy']:.2f} of the time", flush=True)
+        print(
+            f"{run_dir}: gap {result['gap_sd']:+.2f} sd, the median tells train from unseen "
+            f"{result['median_split_accuracy']:.2f} of the time",
+            flush=True,
+        )
         results.append(result)
     print(json.dumps(results))
 

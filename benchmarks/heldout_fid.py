@@ -45,11 +45,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ganpipe import paths  # noqa: E402
-from ganpipe.extractors import EXTRACTORS  # noqa: E402
-from ganpipe.features import create_extractor, extract_features  # noqa: E402
-from ganpipe.results import width  # noqa: E402
-from ganpipe.score import fid_between  # noqa: E402
+from ganpipe.measure.extractors import EXTRACTORS  # noqa: E402
+from ganpipe.measure.features import create_extractor, extract_features  # noqa: E402
+from ganpipe.measure.score import fid_between  # noqa: E402
+from ganpipe.pipeline import paths  # noqa: E402
+from ganpipe.report.results import width  # noqa: E402
 
 DOMAIN = EXTRACTORS["domain"]
 BATCH = 500
@@ -57,8 +57,13 @@ BATCH = 500
 
 def experiment_refs(repo: Path) -> dict[str, str]:
     """Every experiment's name -> its git ref (refs/exps/.../<name>)."""
-    listed = subprocess.run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], cwd=repo,
-                            capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(
+        ["git", "for-each-ref", "refs/exps", "--format=%(refname)"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return {ref.rsplit("/", 1)[1]: ref for ref in listed if ref.count("/") == 4}
 
 
@@ -71,8 +76,9 @@ class Experiment:
         self.stages = yaml.safe_load(self.git_show("dvc.lock"))["stages"]
 
     def git_show(self, path: str) -> str:
-        shown = subprocess.run(["git", "show", f"{self.rev}:{path}"], cwd=self.repo, capture_output=True,
-                               text=True)
+        shown = subprocess.run(
+            ["git", "show", f"{self.rev}:{path}"], cwd=self.repo, capture_output=True, text=True
+        )
         if shown.returncode != 0:
             raise SystemExit(f"{self.rev}:{path} not found in {self.repo}: {shown.stderr.strip()}")
         return shown.stdout
@@ -88,8 +94,14 @@ class Experiment:
     def group(self) -> tuple[Any, ...]:
         model = self.params["model"]
         train = self.params["train"]
-        return (model, self.params["models"][model].get("conditional", "none"), width(self.params),
-                ",".join(train["augment"]) or "none", self.params["data"]["limit"], train["max_steps"])
+        return (
+            model,
+            self.params["models"][model].get("conditional", "none"),
+            width(self.params),
+            ",".join(train["augment"]) or "none",
+            self.params["data"]["limit"],
+            train["max_steps"],
+        )
 
 
 def features(module: Any, images: np.ndarray) -> torch.Tensor:
@@ -112,8 +124,9 @@ def full_data_experiment(repo: Path, every: list[Experiment], like: Experiment) 
     for candidate in every:
         if candidate.params["data"] == wanted and "classifier" in candidate.stages:
             return candidate
-    raise SystemExit(f"no experiment in {repo} has data {wanted}: run one on all images, or name one "
-                     "with --full-rev")
+    raise SystemExit(
+        f"no experiment in {repo} has data {wanted}: run one on all images, or name one with --full-rev"
+    )
 
 
 class Yardsticks:
@@ -136,9 +149,13 @@ class Yardsticks:
             seen = set(digests(own_train))
             heldout = [i for i, digest in enumerate(self.all_digests) if digest not in seen]
             own_module = classifier(experiment.name, own_weights, self.folder)
-            self.cached[key] = (own_module, features(own_module, own_train),
-                                features(self.full_module, own_train),
-                                features(self.full_module, self.all_train[heldout]), len(heldout))
+            self.cached[key] = (
+                own_module,
+                features(own_module, own_train),
+                features(self.full_module, own_train),
+                features(self.full_module, self.all_train[heldout]),
+                len(heldout),
+            )
         return self.cached[key]
 
     def score(self, experiment: Experiment) -> dict[str, Any]:
@@ -158,12 +175,14 @@ class Yardsticks:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("revs", nargs="*", help="experiments (default: every data.limit one with samples)")
     parser.add_argument("--repo", type=Path, default=Path("."))
-    parser.add_argument("--full-rev", help="the full-data experiment whose classifier and train split are "
-                                           "the yardstick")
+    parser.add_argument(
+        "--full-rev", help="the full-data experiment whose classifier and train split are the yardstick"
+    )
     args = parser.parse_args()
     refs = experiment_refs(args.repo)
 
@@ -176,27 +195,37 @@ def main() -> None:
     else:
         experiments = [e for e in every if e.params["data"]["limit"] is not None and "sample" in e.stages]
     if not experiments:
-        raise SystemExit(f"no finished data.limit experiment in {args.repo}: run one with "
-                         "-S data.limit=N first")
+        raise SystemExit(
+            f"no finished data.limit experiment in {args.repo}: run one with -S data.limit=N first"
+        )
     full = named(args.full_rev) if args.full_rev else full_data_experiment(args.repo, every, experiments[0])
     torch.set_num_threads(1)
     rows: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as folder:
         yardsticks = Yardsticks(full, Path(folder))
-        print(f"yardstick: the classifier and the {len(yardsticks.all_train)} train images of {full.name}",
-              flush=True)
+        print(
+            f"yardstick: the classifier and the {len(yardsticks.all_train)} train images of {full.name}",
+            flush=True,
+        )
         for experiment in experiments:
             row = yardsticks.score(experiment)
             rows[experiment.group()].append(row)
-            print(f"{experiment.name} {experiment.group()}: fid {row['fid']:.1f}, own {row['own']:.1f}, "
-                  f"full vs train {row['full_vs_train']:.1f}, "
-                  f"full vs held-out {row['full_vs_heldout']:.1f}", flush=True)
-    print("\nmodel, conditional, width (ngf/ndf), augment, limit, steps: mean over the seeds of "
-          "fid / full_vs_train / full_vs_heldout")
+            print(
+                f"{experiment.name} {experiment.group()}: fid {row['fid']:.1f}, own {row['own']:.1f}, "
+                f"full vs train {row['full_vs_train']:.1f}, "
+                f"full vs held-out {row['full_vs_heldout']:.1f}",
+                flush=True,
+            )
+    print(
+        "\nmodel, conditional, width (ngf/ndf), augment, limit, steps: mean over the seeds of "
+        "fid / full_vs_train / full_vs_heldout"
+    )
     summary = []
     for group in sorted(rows, key=str):
-        means = {key: float(np.mean([row[key] for row in rows[group]]))
-                 for key in ("fid", "full_vs_train", "full_vs_heldout")}
+        means = {
+            key: float(np.mean([row[key] for row in rows[group]]))
+            for key in ("fid", "full_vs_train", "full_vs_heldout")
+        }
         seeds = sorted(row["seed"] for row in rows[group])
         print(f"{group} seeds {seeds}: " + " / ".join(f"{value:.1f}" for value in means.values()))
         summary.append({"group": list(group), "seeds": seeds, **means, "runs": rows[group]})

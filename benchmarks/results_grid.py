@@ -73,18 +73,30 @@ from pathlib import Path
 
 import torch
 
-from ganpipe.errors import GanpipeError
-from ganpipe.io import write_text
-from ganpipe.results import write_results
-from ganpipe.train import numeric_environment
+from ganpipe.gan.train import numeric_environment
+from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.pipeline.io import write_text
+from ganpipe.report.results import write_results
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_NPZ = REPO.parent / "shared" / "data" / "mnist_t10k.npz"
 DIFFAUGMENT = "[color,translation,cutout]"
-GROUPS = ("conditional", "augment", "augment_wgan_gp", "augment_long", "augment_policy",
-          "augment_longest", "augment_wide", "augment_wide_longest", "augment_wide_target",
-          "conditional_wgan_gp",
-          "conditional_wgan_gp_long", "losses", "losses_rest", "losses_rerun")
+GROUPS = (
+    "conditional",
+    "augment",
+    "augment_wgan_gp",
+    "augment_long",
+    "augment_policy",
+    "augment_longest",
+    "augment_wide",
+    "augment_wide_longest",
+    "augment_wide_target",
+    "conditional_wgan_gp",
+    "conditional_wgan_gp_long",
+    "losses",
+    "losses_rest",
+    "losses_rerun",
+)
 LOW_DATA_FRACTION = 0.01
 HOW_HEADING = "## How this table was made"
 # (model, critic steps, conditioning modes, extra overrides) of the conditioning groups.
@@ -113,29 +125,46 @@ AUGMENT_GROUPS = {
     "augment_long": ([("hinge", 8000), ("dcgan", 8000)], ("500",), AUGMENTS, ["train.eval_every=143"]),
     # augment_long cost hinge 1.7x with all three operations. Each alone says which one costs it;
     # the two arms of augment_long run again beside them so that every ratio shares one machine.
-    "augment_policy": ([("hinge", 8000)], ("500",),
-                       ("[]", "[color]", "[translation]", "[cutout]", DIFFAUGMENT),
-                       ["train.eval_every=143"]),
+    "augment_policy": (
+        [("hinge", 8000)],
+        ("500",),
+        ("[]", "[color]", "[translation]", "[cutout]", DIFFAUGMENT),
+        ["train.eval_every=143"],
+    ),
     # Five times as long as augment_long: hinge's one long seed (README) had not turned by 36,000.
     "augment_longest": ([("dcgan", 40000)], ("500",), AUGMENTS, ["train.eval_every=286"]),
     # At width 16 the unaugmented critic memorised the 500 images without hurting its generator (to
     # 40,000 steps for dcgan). A 64-wide critic has the capacity to; the curve says when it turns.
-    "augment_wide": ([("hinge", 20000), ("dcgan", 20000)], ("500",), AUGMENTS,
-                     ["arch.ndf=64", "train.eval_every=143"]),
+    "augment_wide": (
+        [("hinge", 20000), ("dcgan", 20000)],
+        ("500",),
+        AUGMENTS,
+        ["arch.ndf=64", "train.eval_every=143"],
+    ),
     # augment_wide's unaugmented dcgan curves bottomed near step 13,000 and rose; the augmented ones
     # still fell at 20,000. Twice as long says where each arm ends up.
     "augment_wide_longest": ([("dcgan", 40000)], ("500",), AUGMENTS, ["arch.ndf=64", "train.eval_every=286"]),
     # The target's three losses where dcgan's arms parted (0.20x at 40,000 steps, seed 0). wgan_gp's
     # five critic steps per generator step: 200,000 give the others' 40,000 generator steps.
-    "augment_wide_target": ([("hinge", 40000), ("dcgan", 40000), ("wgan_gp", 200000)], ("500",), AUGMENTS,
-                            ["arch.ndf=64", "train.eval_every=286"]),
+    "augment_wide_target": (
+        [("hinge", 40000), ("dcgan", 40000), ("wgan_gp", 200000)],
+        ("500",),
+        AUGMENTS,
+        ["arch.ndf=64", "train.eval_every=286"],
+    ),
 }
 FIVE_LOSSES = {"wgan": 10000, "wgan_gp": 10000, "lsgan": 2000, "dcgan": 2000, "hinge": 2000}
 CONDITIONING = ("none", "projection")
 # (model, conditioning) of `losses_rerun`: losses ran on the first machine, losses_rest on a second,
 # whose CPU alone moves a three-seed domain FID by 1-4% (README, "Same code, another environment").
-LOSSES_RERUN = {("hinge", "projection"), ("lsgan", "projection"), ("dcgan", "projection"),
-                ("wgan_gp", "projection"), ("wgan", "none"), ("wgan", "projection")}
+LOSSES_RERUN = {
+    ("hinge", "projection"),
+    ("lsgan", "projection"),
+    ("dcgan", "projection"),
+    ("wgan_gp", "projection"),
+    ("wgan", "none"),
+    ("wgan", "projection"),
+}
 
 
 def common_overrides(seeds: str, device: str = "cpu") -> list[str]:
@@ -167,8 +196,17 @@ def group_runs(group: str) -> list[tuple[int, list[str]]]:
     if group in CONDITIONAL_GROUPS:
         model, steps, modes, extra = CONDITIONAL_GROUPS[group]
         for mode in modes:
-            runs.append((steps, [f"model={model}", f"models.{model}.conditional={mode}",
-                                 f"utility.low_data_fraction={LOW_DATA_FRACTION}", *extra]))
+            runs.append(
+                (
+                    steps,
+                    [
+                        f"model={model}",
+                        f"models.{model}.conditional={mode}",
+                        f"utility.low_data_fraction={LOW_DATA_FRACTION}",
+                        *extra,
+                    ],
+                )
+            )
     elif group in AUGMENT_GROUPS:
         models, limits, augments, extra = AUGMENT_GROUPS[group]
         for limit in limits:
@@ -185,15 +223,28 @@ def group_runs(group: str) -> list[tuple[int, list[str]]]:
         # The cells `losses` and `augment` ran already, as (model, conditioning, augment, limit).
         augment_models, augment_limits, augment_values, _ = AUGMENT_GROUPS["augment"]
         ran = {(model, mode, "[]", "null") for model in FIVE_LOSSES for mode in CONDITIONING}
-        ran |= {(model, "none", augment, limit) for model, _ in augment_models
-                for augment in augment_values for limit in augment_limits}
+        ran |= {
+            (model, "none", augment, limit)
+            for model, _ in augment_models
+            for augment in augment_values
+            for limit in augment_limits
+        }
         for model, steps in FIVE_LOSSES.items():
             for mode in CONDITIONING:
                 for augment in AUGMENTS:
                     for limit in ("500", "null"):
                         if (model, mode, augment, limit) not in ran:
-                            runs.append((steps, [f"model={model}", f"models.{model}.conditional={mode}",
-                                                 f"train.augment={augment}", f"data.limit={limit}"]))
+                            runs.append(
+                                (
+                                    steps,
+                                    [
+                                        f"model={model}",
+                                        f"models.{model}.conditional={mode}",
+                                        f"train.augment={augment}",
+                                        f"data.limit={limit}",
+                                    ],
+                                )
+                            )
     else:
         raise SystemExit(f"unknown group {group!r}; use {', '.join(GROUPS)}")
     return runs
@@ -219,8 +270,14 @@ def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str
 
 def start_workers(repo: Path, jobs: int, env: dict[str, str]) -> None:
     # The workers inherit its stdout: with captured pipes the call would last the whole queue.
-    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["dvc", "queue", "start", "-j", str(jobs)],
+        cwd=repo,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def wait_for_queue(repo: Path, jobs: int, env: dict[str, str], poll_s: float = 30.0, retries: int = 5) -> str:
@@ -253,8 +310,9 @@ def wait_for_queue(repo: Path, jobs: int, env: dict[str, str], poll_s: float = 3
             return status
         stalled_polls = stalled_polls + 1 if queued and not running else 0
         if stalled_polls == 2:
-            print(f"{now} queue: stalled, no task running; starting {jobs} workers", file=sys.stderr,
-                  flush=True)
+            print(
+                f"{now} queue: stalled, no task running; starting {jobs} workers", file=sys.stderr, flush=True
+            )
             start_workers(repo, jobs, env)
             stalled_polls = 0
         time.sleep(poll_s)
@@ -264,13 +322,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", default="conditional,augment")
     parser.add_argument("--jobs", type=int, default=2, help="experiments at once (dvc queue start -j)")
-    parser.add_argument("--seeds", default="0,1,2",
-                        help="comma-separated seeds, each a run of every setting (default 0,1,2)")
+    parser.add_argument(
+        "--seeds", default="0,1,2", help="comma-separated seeds, each a run of every setting (default 0,1,2)"
+    )
     parser.add_argument("--repo", type=Path, help="the clone to run in (default: a new temporary one)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="train.device of every run (default cpu; sample and score take a visible GPU)")
-    parser.add_argument("--collect", action="store_true",
-                        help="queue nothing: wait for --repo's queue, then write the table")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="train.device of every run (default cpu; sample and score take a visible GPU)",
+    )
+    parser.add_argument(
+        "--collect", action="store_true", help="queue nothing: wait for --repo's queue, then write the table"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
     args = parser.parse_args()
     if not MNIST_NPZ.exists():

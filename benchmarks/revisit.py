@@ -80,8 +80,17 @@ def main() -> None:
             runs.append({"model": model, "seconds": round(seconds, 1), "stages_run": ran})
             print(f"dvc exp run -S model={model}: {seconds:.1f} s, ran {ran or 'no stage'}", flush=True)
     revisit = runs[-1]
-    print(json.dumps({"runs": runs, "revisit_s": revisit["seconds"], "revisit_ran": revisit["stages_run"],
-                      "epochs": args.epochs, "cpu_count": os.cpu_count()}))
+    print(
+        json.dumps(
+            {
+                "runs": runs,
+                "revisit_s": revisit["seconds"],
+                "revisit_ran": revisit["stages_run"],
+                "epochs": args.epochs,
+                "cpu_count": os.cpu_count(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

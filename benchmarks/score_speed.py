@@ -66,11 +66,11 @@ def timed(fn, *args):
 
 
 def main() -> None:
-    from ganpipe import paths
-    from ganpipe.classifier import accuracy, save_classifier, train_classifier
-    from ganpipe.features import EXTRACTORS, create_extractor, extract_features
-    from ganpipe.io import save_npz, write_json
-    from ganpipe.score import compute_reference, score_samples
+    from ganpipe.measure.classifier import accuracy, save_classifier, train_classifier
+    from ganpipe.measure.features import EXTRACTORS, create_extractor, extract_features
+    from ganpipe.measure.score import compute_reference, score_samples
+    from ganpipe.pipeline import paths
+    from ganpipe.pipeline.io import save_npz, write_json
 
     os.environ.setdefault("CI", "1")  # no progress bars in the figures
     images, labels, source = load_real()
@@ -91,9 +91,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         os.chdir(workdir)
         model, train_s = timed(
-            lambda: train_classifier(
-                images[:8000], labels[:8000], 10, epochs=5, batch_size=128, lr=1e-3, seed=0
-            ).model
+            lambda: (
+                train_classifier(
+                    images[:8000], labels[:8000], 10, epochs=5, batch_size=128, lr=1e-3, seed=0
+                ).model
+            )
         )
         test_accuracy = accuracy(model, images[9000:], labels[9000:], "cpu")
         print(f"setup: classifier trained in {train_s:.1f} s, test accuracy {test_accuracy:.4f}")

@@ -4,8 +4,8 @@ For each config (a model of params.yaml with overrides, e.g. `wgan_gp:gp_every=4
 trains with the real pipeline functions in a temporary directory: the data stages
 (`ganpipe.data.download` / `preprocess`) on a local MedMNIST-layout npz (by default the 8,000 MNIST
 train images of ../shared/data/mnist_t10k.npz, 1 channel, 28 px), the domain classifier
-(`ganpipe.classifier.train_and_evaluate`), the FID-during-training reference
-(`ganpipe.score.compute_train_reference`) and `ganpipe.train.train()` with `train.eval_every = 1`.
+(`ganpipe.measure.classifier.train_and_evaluate`), the FID-during-training reference
+(`ganpipe.measure.score.compute_train_reference`) and `ganpipe.gan.train.train()` with `train.eval_every = 1`.
 The data, classifier and reference are made once and shared by every run.
 
 At each epoch end it records the FID that `train()` computes (score.train_samples generated images
@@ -46,11 +46,11 @@ from typing import Any
 import torch
 import yaml
 
-import ganpipe.train
-from ganpipe.classifier import train_and_evaluate
+import ganpipe.gan.train
 from ganpipe.data import download, preprocess
-from ganpipe.params import validate
-from ganpipe.score import compute_train_reference
+from ganpipe.measure.classifier import train_and_evaluate
+from ganpipe.measure.score import compute_train_reference
+from ganpipe.pipeline.params import validate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mnist_t10k.npz"
@@ -59,24 +59,34 @@ DEFAULT_CONFIGS = ("wgan_gp:gp_every=1", "wgan_gp:gp_every=4")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
-                        help="MODEL[:key=value,...] with keys of models.<MODEL>; the first one sets the "
-                             "default threshold")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=list(DEFAULT_CONFIGS),
+        help="MODEL[:key=value,...] with keys of models.<MODEL>; the first one sets the default threshold",
+    )
     parser.add_argument("--epochs", type=int, default=10, help="epochs per run (FID after each)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ngf", type=int, default=64, help="generator width (arch.ngf)")
     parser.add_argument("--ndf", type=int, default=64, help="critic width (arch.ndf)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="domain FID to reach (default: the first config's worst seed at "
-                             "--threshold-epoch)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="domain FID to reach (default: the first config's worst seed at --threshold-epoch)",
+    )
     parser.add_argument("--threshold-epoch", type=int, default=10)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MedMNIST-layout npz")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=1)
     parser.add_argument("--classifier-epochs", type=int, default=5)
-    parser.add_argument("--train-samples", type=int, default=2000,
-                        help="score.train_samples: generated (and real) images per FID during training")
+    parser.add_argument(
+        "--train-samples",
+        type=int,
+        default=2000,
+        help="score.train_samples: generated (and real) images per FID during training",
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     return parser.parse_args(argv)
 
@@ -94,14 +104,24 @@ def parse_config(text: str) -> tuple[str, dict[str, Any]]:
 def base_params(args: argparse.Namespace, checkpoint_dir: Path) -> dict[str, Any]:
     """The repository's params.yaml with this benchmark's data, width and training settings."""
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    params["data"].update(name="local", source=str(args.data.resolve()), channels=args.channels,
-                          image_size=28, limit=None)
+    params["data"].update(
+        name="local", source=str(args.data.resolve()), channels=args.channels, image_size=28, limit=None
+    )
     params["arch"].update(ngf=args.ngf, ndf=args.ndf)
     params["classifier"]["epochs"] = args.classifier_epochs
     params["score"]["train_samples"] = args.train_samples
-    params["train"].update(device=args.device, epochs=args.epochs, max_steps=None, batch_size=args.batch_size,
-                           checkpoint_every=10**9, checkpoint_dir=str(checkpoint_dir), eval_every=1,
-                           bf16=False, compile=False, tensorboard=False)
+    params["train"].update(
+        device=args.device,
+        epochs=args.epochs,
+        max_steps=None,
+        batch_size=args.batch_size,
+        checkpoint_every=10**9,
+        checkpoint_dir=str(checkpoint_dir),
+        eval_every=1,
+        bf16=False,
+        compile=False,
+        tensorboard=False,
+    )
     return params
 
 
@@ -116,27 +136,34 @@ def run_params(params: dict[str, Any], config: str, seed: int) -> dict[str, Any]
 def train_with_timeline(params: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """`train()`, returning its metrics and one record per epoch: FID, training seconds, wall seconds.
 
-    The records come from wrapping `ganpipe.train._end_of_epoch`, which `train()` calls right after
+    The records come from wrapping `ganpipe.gan.train._end_of_epoch`, which `train()` calls right after
     adding the epoch's step time to `run.train_seconds` and which appends the epoch's FID.
     """
     timeline: list[dict[str, float]] = []
-    original = ganpipe.train._end_of_epoch
+    original = ganpipe.gan.train._end_of_epoch
     start = time.perf_counter()
 
     def recording(run: Any, *args: Any, **kwargs: Any) -> Any:
         train_seconds = run.train_seconds
         result = original(run, *args, **kwargs)
         epoch, step, fid = run.fid_log[-1]
-        timeline.append({"epoch": int(epoch), "step": int(step), "fid": round(float(fid), 4),
-                         "train_s": round(train_seconds, 3), "wall_s": round(time.perf_counter() - start, 3)})
+        timeline.append(
+            {
+                "epoch": int(epoch),
+                "step": int(step),
+                "fid": round(float(fid), 4),
+                "train_s": round(train_seconds, 3),
+                "wall_s": round(time.perf_counter() - start, 3),
+            }
+        )
         return result
 
-    ganpipe.train._end_of_epoch = recording
+    ganpipe.gan.train._end_of_epoch = recording
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            metrics = ganpipe.train.train(params)
+            metrics = ganpipe.gan.train.train(params)
     finally:
-        ganpipe.train._end_of_epoch = original
+        ganpipe.gan.train._end_of_epoch = original
     return metrics, timeline
 
 
@@ -174,8 +201,12 @@ def summarise(runs: dict[str, list[dict[str, Any]]], threshold: float, budget: f
             "fid_at_budget": mean_std([record["fid"] for record in at if record is not None]),
             "epoch_at_budget": mean_std([record["epoch"] for record in at if record is not None]),
             "per_seed": [
-                {"seed": run["seed"], "fids": [r["fid"] for r in run["timeline"]],
-                 "train_s": [r["train_s"] for r in run["timeline"]], "wall_s": run["timeline"][-1]["wall_s"]}
+                {
+                    "seed": run["seed"],
+                    "fids": [r["fid"] for r in run["timeline"]],
+                    "train_s": [r["train_s"] for r in run["timeline"]],
+                    "wall_s": run["timeline"][-1]["wall_s"],
+                }
                 for run in seeds
             ],
         }
@@ -208,8 +239,11 @@ def main(argv: list[str] | None = None) -> None:
                 for config in args.configs if index % 2 == 0 else args.configs[::-1]:
                     metrics, timeline = train_with_timeline(run_params(params, config, seed))
                     runs[config].append({"seed": seed, "metrics": metrics, "timeline": timeline})
-                    print(f"{config} seed {seed}: FID by epoch {[r['fid'] for r in timeline]}, "
-                          f"{timeline[-1]['train_s']:.1f} s training", flush=True)
+                    print(
+                        f"{config} seed {seed}: FID by epoch {[r['fid'] for r in timeline]}, "
+                        f"{timeline[-1]['train_s']:.1f} s training",
+                        flush=True,
+                    )
         finally:
             os.chdir(home)
 
@@ -236,9 +270,11 @@ def main(argv: list[str] | None = None) -> None:
     }
     for config, figures in result["configs"].items():
         ttt, fid, at = figures["time_to_threshold_train_s"], figures["final_fid"], figures["fid_at_budget"]
-        print(f"{config}: to FID < {threshold:.2f} in {ttt['mean']} ± {ttt['std']} s training "
-              f"({figures['seeds_reached']} seeds); final FID {fid['mean']} ± {fid['std']}; "
-              f"FID at {budget:.0f} s: {at['mean']} ± {at['std']}")
+        print(
+            f"{config}: to FID < {threshold:.2f} in {ttt['mean']} ± {ttt['std']} s training "
+            f"({figures['seeds_reached']} seeds); final FID {fid['mean']} ± {fid['std']}; "
+            f"FID at {budget:.0f} s: {at['mean']} ± {at['std']}"
+        )
     print(json.dumps(result))
 
 

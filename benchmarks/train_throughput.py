@@ -4,7 +4,7 @@ Both loops train the same WGAN-GP (DCGAN-28: nz 100, ngf = ndf = 64, 3 channels,
 n_critic 5) on the same real images and report critic images per second over training steps
 (generator steps included, model construction excluded); each code path is warmed up once first:
 
-- ganpipe: the real `ganpipe.train.train(params)` (params.yaml plus this benchmark's overrides),
+- ganpipe: the real `ganpipe.gan.train.train(params)` (params.yaml plus this benchmark's overrides),
   run inside a temporary directory that holds `data/processed/`. Its `critic_images_per_s`
   metric is timed over training steps only; on CUDA that includes capturing its CUDA graphs.
 - naive: the way the original experiments were written: a Dataset of PIL images through
@@ -48,10 +48,10 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
-from ganpipe import paths
-from ganpipe.losses import LOSSES
-from ganpipe.models import build_models
-from ganpipe.train import FIXED_NOISE_COUNT, train
+from ganpipe.gan.losses import LOSSES
+from ganpipe.gan.models import build_models
+from ganpipe.gan.train import FIXED_NOISE_COUNT, train
+from ganpipe.pipeline import paths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mnist_t10k.npz"
@@ -65,19 +65,38 @@ MATMUL_SIDE = 2048
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="critic steps timed per loop, rounded up to a multiple of n_critic "
-                             f"(default {DEFAULT_STEPS['cpu']} on cpu, {DEFAULT_STEPS['cuda']} on cuda)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help="MedMNIST-layout npz whose train_images are used (sklearn digits if missing)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="critic steps timed per loop, rounded up to a multiple of n_critic "
+        f"(default {DEFAULT_STEPS['cpu']} on cpu, {DEFAULT_STEPS['cuda']} on cuda)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="MedMNIST-layout npz whose train_images are used (sklearn digits if missing)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="alternate the two loops this many times and keep each one's best")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="alternate the two loops this many times and keep each one's best",
+    )
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the naive loop")
-    parser.add_argument("--gp-every", type=int, default=4,
-                        help="gp_every of the lazy-penalty ganpipe run (the other runs use 1)")
-    parser.add_argument("--skip-flop-rate", action="store_true",
-                        help="skip the wgan runs, FLOP count and matmul (a cheaper run on a shared machine)")
+    parser.add_argument(
+        "--gp-every",
+        type=int,
+        default=4,
+        help="gp_every of the lazy-penalty ganpipe run (the other runs use 1)",
+    )
+    parser.add_argument(
+        "--skip-flop-rate",
+        action="store_true",
+        help="skip the wgan runs, FLOP count and matmul (a cheaper run on a shared machine)",
+    )
     return parser.parse_args(argv)
 
 
@@ -91,8 +110,9 @@ def load_images(path: Path) -> tuple[np.ndarray, str]:
         from sklearn.datasets import load_digits
 
         digits = (load_digits().images * (255.0 / 16.0)).round().astype(np.uint8)
-        images = np.stack([np.asarray(Image.fromarray(d).resize((SIZE, SIZE), Image.BILINEAR))
-                           for d in digits])
+        images = np.stack(
+            [np.asarray(Image.fromarray(d).resize((SIZE, SIZE), Image.BILINEAR)) for d in digits]
+        )
         source = "sklearn digits (resized to 28)"
     if images.ndim == 3:  # grayscale: repeat to 3 channels
         images = np.repeat(images[:, None], CHANNELS, axis=1)
@@ -105,8 +125,14 @@ def write_processed(images: np.ndarray) -> None:
     """The files `train()` reads, relative to the current directory."""
     paths.PROCESSED_DIR.mkdir(parents=True, exist_ok=True)
     np.savez(paths.PROCESSED_TRAIN, images=images, labels=np.zeros(len(images), dtype=np.int64))
-    info = {"name": "benchmark", "n_classes": 1, "channels": CHANNELS, "size": SIZE,
-            "n_train": len(images), "n_test": 0}
+    info = {
+        "name": "benchmark",
+        "n_classes": 1,
+        "channels": CHANNELS,
+        "size": SIZE,
+        "n_train": len(images),
+        "n_test": 0,
+    }
     paths.PROCESSED_INFO.write_text(json.dumps(info))
 
 
@@ -122,9 +148,16 @@ def benchmark_params(device: str, checkpoint_dir: Path, gp_every: int = 4) -> di
     params["models"]["wgan_gp_lazy"] = {**params["models"]["wgan_gp"], "gp_every": gp_every}
     params["data"].update(channels=CHANNELS, image_size=SIZE)
     params["arch"].update(nz=100, ngf=64, ndf=64)
-    params["train"].update(device=device, batch_size=BATCH, checkpoint_every=10**9,
-                           checkpoint_dir=str(checkpoint_dir), eval_every=None, bf16=False, compile=False,
-                           tensorboard=False)
+    params["train"].update(
+        device=device,
+        batch_size=BATCH,
+        checkpoint_every=10**9,
+        checkpoint_dir=str(checkpoint_dir),
+        eval_every=None,
+        bf16=False,
+        compile=False,
+        tensorboard=False,
+    )
     return params
 
 
@@ -142,9 +175,9 @@ class PILImages(Dataset):
 
     def __init__(self, images: np.ndarray) -> None:
         self.images = images.transpose(0, 2, 3, 1)  # N, H, W, C as PIL wants
-        self.transform = transforms.Compose([
-            transforms.ToTensor(), transforms.Normalize([0.5] * CHANNELS, [0.5] * CHANNELS)
-        ])
+        self.transform = transforms.Compose(
+            [transforms.ToTensor(), transforms.Normalize([0.5] * CHANNELS, [0.5] * CHANNELS)]
+        )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -161,8 +194,9 @@ def seed_gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: tor
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
-def run_naive(params: dict[str, Any], images: np.ndarray, device: torch.device, steps: int, workers: int,
-              warmup: int) -> tuple[float, float]:
+def run_naive(
+    params: dict[str, Any], images: np.ndarray, device: torch.device, steps: int, workers: int, warmup: int
+) -> tuple[float, float]:
     """Critic images per second of the seed-style WGAN-GP loop over `steps` critic steps after `warmup`
     ones: per wall-clock second and per CPU second of this process (see `cpu_rate`)."""
     cfg = params["models"]["wgan_gp"]
@@ -173,8 +207,9 @@ def run_naive(params: dict[str, Any], images: np.ndarray, device: torch.device, 
     generator, critic = generator.to(device), critic.to(device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg["lr_g"], betas=tuple(cfg["betas"]))
     opt_d = torch.optim.Adam(critic.parameters(), lr=cfg["lr_d"], betas=tuple(cfg["betas"]))
-    loader = DataLoader(PILImages(images), batch_size=BATCH, shuffle=True, drop_last=True,
-                        num_workers=workers)
+    loader = DataLoader(
+        PILImages(images), batch_size=BATCH, shuffle=True, drop_last=True, num_workers=workers
+    )
 
     batches = iter(loader)
     start = cpu_start = 0.0
@@ -333,58 +368,78 @@ def main(argv: list[str] | None = None) -> None:
     }
     if device.type == "cpu":  # per CPU second of this process: robust to other processes' load
         best_cpu = {name: max(rates) for name, rates in cpu_runs.items()}
-        figures.update({
-            "cpu_ips": best_cpu,
-            "cpu_runs": cpu_runs,
-            "cpu_ratio": round(best_cpu["ganpipe"] / best_cpu["naive"], 3),
-            "cpu_lazy_vs_exact": round(best_cpu["lazy"] / best_cpu["ganpipe"], 3),
-            "cpu_lazy_vs_naive": round(best_cpu["lazy"] / best_cpu["naive"], 3),
-        })
+        figures.update(
+            {
+                "cpu_ips": best_cpu,
+                "cpu_runs": cpu_runs,
+                "cpu_ratio": round(best_cpu["ganpipe"] / best_cpu["naive"], 3),
+                "cpu_lazy_vs_exact": round(best_cpu["lazy"] / best_cpu["ganpipe"], 3),
+                "cpu_lazy_vs_naive": round(best_cpu["lazy"] / best_cpu["naive"], 3),
+            }
+        )
     if not args.skip_flop_rate:
         flop_rate = flops / iteration_s / 1e9
-        figures.update({
-            "wgan_gflop_per_iteration": round(flops / 1e9, 3),
-            "wgan_iteration_s": round(iteration_s, 6),
-            "wgan_ips": max(wgan_runs),
-            "flop_rate_gflops": round(flop_rate, 2),
-            "matmul_gflops": round(matmul, 2),
-            "flop_pct": round(100 * flop_rate / matmul, 1),
-        })
-    figures.update({
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "steps": steps,
-        "repeats": args.repeats,
-        "cuda_graphs": bool(params["train"].get("cuda_graphs")) and device.type == "cuda",
-        "cudnn_tf32": torch.backends.cudnn.allow_tf32 and device.type == "cuda",
-        "loadavg": [round(x, 2) for x in (*load_before, *os.getloadavg())],
-    })
-    print(f"data: {source}, {len(images)} images {CHANNELS}x{SIZE}x{SIZE}; device {figures['device']}, "
-          f"{figures['threads']} threads, {steps} critic steps x {args.repeats} repeats")
+        figures.update(
+            {
+                "wgan_gflop_per_iteration": round(flops / 1e9, 3),
+                "wgan_iteration_s": round(iteration_s, 6),
+                "wgan_ips": max(wgan_runs),
+                "flop_rate_gflops": round(flop_rate, 2),
+                "matmul_gflops": round(matmul, 2),
+                "flop_pct": round(100 * flop_rate / matmul, 1),
+            }
+        )
+    figures.update(
+        {
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "steps": steps,
+            "repeats": args.repeats,
+            "cuda_graphs": bool(params["train"].get("cuda_graphs")) and device.type == "cuda",
+            "cudnn_tf32": torch.backends.cudnn.allow_tf32 and device.type == "cuda",
+            "loadavg": [round(x, 2) for x in (*load_before, *os.getloadavg())],
+        }
+    )
+    print(
+        f"data: {source}, {len(images)} images {CHANNELS}x{SIZE}x{SIZE}; device {figures['device']}, "
+        f"{figures['threads']} threads, {steps} critic steps x {args.repeats} repeats"
+    )
     print(f"ganpipe loop (wgan_gp): {ganpipe_ips:9.1f} critic images/s  (runs: {ganpipe_runs})")
-    print(f"naive loop   (wgan_gp): {naive_ips:9.1f} critic images/s  "
-          f"(runs: {[round(r, 1) for r in naive_runs]})")
+    print(
+        f"naive loop   (wgan_gp): {naive_ips:9.1f} critic images/s  "
+        f"(runs: {[round(r, 1) for r in naive_runs]})"
+    )
     print(f"ratio ganpipe / naive:  {figures['ratio']:9.2f}x")
-    print(f"ganpipe lazy (gp_every {args.gp_every}): {lazy_ips:9.1f} critic images/s  (runs: {lazy_runs}); "
-          f"{figures['lazy_vs_exact']:.2f}x gp_every 1, {figures['lazy_vs_naive']:.2f}x naive")
+    print(
+        f"ganpipe lazy (gp_every {args.gp_every}): {lazy_ips:9.1f} critic images/s  (runs: {lazy_runs}); "
+        f"{figures['lazy_vs_exact']:.2f}x gp_every 1, {figures['lazy_vs_naive']:.2f}x naive"
+    )
     if "cpu_ips" in figures:
-        print(f"per CPU second of this process: ganpipe {figures['cpu_ips']['ganpipe']}, lazy "
-              f"{figures['cpu_ips']['lazy']}, naive {figures['cpu_ips']['naive']} critic images; lazy "
-              f"{figures['cpu_lazy_vs_exact']:.2f}x gp_every 1, {figures['cpu_lazy_vs_naive']:.2f}x naive, "
-              f"ganpipe {figures['cpu_ratio']:.2f}x naive")
+        print(
+            f"per CPU second of this process: ganpipe {figures['cpu_ips']['ganpipe']}, lazy "
+            f"{figures['cpu_ips']['lazy']}, naive {figures['cpu_ips']['naive']} critic images; lazy "
+            f"{figures['cpu_lazy_vs_exact']:.2f}x gp_every 1, {figures['cpu_lazy_vs_naive']:.2f}x naive, "
+            f"ganpipe {figures['cpu_ratio']:.2f}x naive"
+        )
     if not args.skip_flop_rate:
-        print(f"wgan iteration ({wgan_n_critic} critic + 1 generator step): {flops / 1e9:.2f} GFLOP "
-              f"in {iteration_s * 1e3:.1f} ms = {flop_rate:.1f} GFLOP/s")
-        print(f"fp32 {MATMUL_SIDE}^3 matmul: {matmul:.1f} GFLOP/s; "
-              f"model FLOP rate = {figures['flop_pct']:.1f}% of it")
+        print(
+            f"wgan iteration ({wgan_n_critic} critic + 1 generator step): {flops / 1e9:.2f} GFLOP "
+            f"in {iteration_s * 1e3:.1f} ms = {flop_rate:.1f} GFLOP/s"
+        )
+        print(
+            f"fp32 {MATMUL_SIDE}^3 matmul: {matmul:.1f} GFLOP/s; "
+            f"model FLOP rate = {figures['flop_pct']:.1f}% of it"
+        )
     print(f"load average before / after: {figures['loadavg'][:3]} / {figures['loadavg'][3:]}")
     if device.type == "cpu" and load_before[0] > 0.5 + (os.cpu_count() or 1) - figures["threads"]:
         advice = "rerun on a quiet machine"
         if figures["threads"] > 1:  # OpenMP threads spin-wait for a busy core: 5-10x slower, not 2x
             advice += ", with --threads 1, or with OMP_WAIT_POLICY=PASSIVE in the environment"
-        print(f"warning: load average {load_before[0]:.2f} on {os.cpu_count()} CPUs before the run: other "
-              f"processes compete for the cores it used, so its CPU figures are unreliable; {advice}")
+        print(
+            f"warning: load average {load_before[0]:.2f} on {os.cpu_count()} CPUs before the run: other "
+            f"processes compete for the cores it used, so its CPU figures are unreliable; {advice}"
+        )
     print(json.dumps(figures))
 
 

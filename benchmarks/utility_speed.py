@@ -4,7 +4,7 @@ In a temporary folder it runs the download and preprocess stage functions on
 `../shared/data/mnist_t10k.npz` (8,000 train / 1,000 val / 1,000 test, 1 channel), writes a labelled
 stand-in for generated samples (the real training images with their labels, as many as
 `sample.num_samples`: the stage's cost depends on counts, not on content), then times
-`ganpipe.utility.measure_utility` with params.yaml's `utility` and `classifier` settings. The target
+`ganpipe.measure.utility.measure_utility` with params.yaml's `utility` and `classifier` settings. The target
 (issue 9) is ≤ 3 min for 3 seeds on the 2-core CPU. The last line is JSON.
 
     python benchmarks/utility_speed.py [--seeds 3] [--data ../shared/data/mnist_t10k.npz]
@@ -25,11 +25,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ganpipe import paths  # noqa: E402
 from ganpipe.data import download, preprocess  # noqa: E402
-from ganpipe.io import save_npz  # noqa: E402
-from ganpipe.processed import read_split  # noqa: E402
-from ganpipe.utility import measure_utility  # noqa: E402
+from ganpipe.measure.utility import measure_utility  # noqa: E402
+from ganpipe.pipeline import paths  # noqa: E402
+from ganpipe.pipeline.io import save_npz  # noqa: E402
+from ganpipe.pipeline.processed import read_split  # noqa: E402
 
 
 def main() -> None:
@@ -54,15 +54,19 @@ def main() -> None:
         start = time.perf_counter()
         metrics = measure_utility(params)
         seconds = time.perf_counter() - start
-    print(json.dumps({
-        "utility_seconds": round(seconds, 1),
-        "seeds": args.seeds,
-        "epochs": params["utility"]["epochs"],
-        "arms_n_train": {key: value for key, value in metrics.items() if key.endswith("_n_train")},
-        "trtr_accuracy_mean": metrics["trtr_accuracy_mean"],
-        "cpu_count": os.cpu_count(),
-        "load_average_before": load_before,
-    }))
+    print(
+        json.dumps(
+            {
+                "utility_seconds": round(seconds, 1),
+                "seeds": args.seeds,
+                "epochs": params["utility"]["epochs"],
+                "arms_n_train": {key: value for key, value in metrics.items() if key.endswith("_n_train")},
+                "trtr_accuracy_mean": metrics["trtr_accuracy_mean"],
+                "cpu_count": os.cpu_count(),
+                "load_average_before": load_before,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

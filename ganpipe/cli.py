@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ganpipe import paths
-from ganpipe.stage import run_stage
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.stage import run_stage
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from ganpipe.compare import compare  # matplotlib and pandas load only when needed
+    from ganpipe.report.compare import compare  # matplotlib and pandas load only when needed
 
     written, table = compare(Path(args.out), all_commits=args.all_commits)
     print(f"{len(table)} experiments compared; wrote {', '.join(str(path) for path in written)}")
 
 
 def _results(args: argparse.Namespace) -> None:
-    from ganpipe.results import write_results
+    from ganpipe.report.results import write_results
 
     written, rows = write_results(Path(args.out), all_commits=args.all_commits, keep_rows=args.keep_rows)
     print(f"{len(rows)} settings; wrote {written}")
@@ -34,8 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         "root after `dvc exp run` or `dvc queue start`.",
     )
     compare.add_argument("--out", default=str(paths.REPORTS), help="output folder (default: %(default)s)")
-    compare.add_argument("--all-commits", action="store_true",
-                         help="include experiments based on every commit, not only on HEAD")
+    compare.add_argument(
+        "--all-commits",
+        action="store_true",
+        help="include experiments based on every commit, not only on HEAD",
+    )
     compare.set_defaults(run=_compare)
     results = commands.add_parser(
         "results",
@@ -44,11 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
         "row with domain FID, its noise floor, label accuracy, TSTR ratio and training time, mean ± std.",
     )
     results.add_argument("--out", default="docs/results.md", help="output file (default: %(default)s)")
-    results.add_argument("--all-commits", action="store_true",
-                         help="include experiments based on every commit, not only on HEAD")
-    results.add_argument("--keep-rows", action="store_true",
-                         help="keep OUT's rows of settings that have no experiment here (runs made in "
-                         "another clone); settings that have experiments here are rewritten")
+    results.add_argument(
+        "--all-commits",
+        action="store_true",
+        help="include experiments based on every commit, not only on HEAD",
+    )
+    results.add_argument(
+        "--keep-rows",
+        action="store_true",
+        help="keep OUT's rows of settings that have no experiment here (runs made in "
+        "another clone); settings that have experiments here are rewritten",
+    )
     results.set_defaults(run=_results)
     return parser
 

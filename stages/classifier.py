@@ -1,14 +1,14 @@
 """classifier stage: train the domain classifier that the domain metrics measure with."""
 
-from ganpipe.classifier import train_and_evaluate
-from ganpipe.distributed import gpu_lease
-from ganpipe.params import load_params
-from ganpipe.stage import run_stage
+from ganpipe.measure.classifier import train_and_evaluate
+from ganpipe.pipeline.leases import gpu_lease
+from ganpipe.pipeline.params import load_params
+from ganpipe.pipeline.stage import run_stage
 
 
 def main() -> None:
     params = load_params()
-    with gpu_lease():  # several GPUs: hold a free one (ganpipe.distributed)
+    with gpu_lease():  # several GPUs: hold a free one (ganpipe.gan.ddp)
         metrics = train_and_evaluate(params)
     val = metrics["val_accuracy"]
     kept = f"val accuracy {val:.4f} ({metrics['n_val']} images)" if val is not None else "no val images"

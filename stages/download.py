@@ -3,9 +3,9 @@ every extractor in score.extractors (but the domain classifier's), so later stag
 network and missing weights stop the pipeline before training."""
 
 from ganpipe.data import download
-from ganpipe.extractors import weighted_extractors
-from ganpipe.params import load_params
-from ganpipe.stage import run_stage
+from ganpipe.measure.extractors import weighted_extractors
+from ganpipe.pipeline.params import load_params
+from ganpipe.pipeline.stage import run_stage
 
 
 def main() -> None:
@@ -14,7 +14,7 @@ def main() -> None:
     if weighted_extractors(params["score"]):
         # Imported here: torch-fidelity brings torchvision and torch._dynamo (2 s of imports), which
         # the domain extractor alone, whose weights the classifier stage trains, does not need.
-        from ganpipe.features import resolve_weights
+        from ganpipe.measure.features import resolve_weights
 
         resolve_weights(params["score"])
     download(params["data"])

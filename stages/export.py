@@ -1,13 +1,13 @@
 """export stage: a labelled synthetic dataset (MedMNIST-layout npz + manifest) from the trained generator."""
 
-from ganpipe.distributed import gpu_lease
-from ganpipe.export import export
-from ganpipe.params import load_params
-from ganpipe.stage import run_stage
+from ganpipe.gan.export import export
+from ganpipe.pipeline.leases import gpu_lease
+from ganpipe.pipeline.params import load_params
+from ganpipe.pipeline.stage import run_stage
 
 
 def main() -> None:
-    with gpu_lease():  # several GPUs: hold a free one (ganpipe.distributed)
+    with gpu_lease():  # several GPUs: hold a free one (ganpipe.gan.ddp)
         manifest = export(load_params())
     if manifest["exported"]:
         counts = ", ".join(f"{split} {count}" for split, count in manifest["num_images"].items())

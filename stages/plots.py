@@ -1,8 +1,8 @@
 """plots stage: the PNG figures in plots/figures/ from the train, sample and score outputs."""
 
-from ganpipe.params import load_params
-from ganpipe.plots import draw_all
-from ganpipe.stage import run_stage
+from ganpipe.pipeline.params import load_params
+from ganpipe.pipeline.stage import run_stage
+from ganpipe.report.plots import draw_all
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """preprocess stage: data/raw to uint8 N×C×H×W train/test arrays, info.json and the real-sample grid."""
 
 from ganpipe.data import preprocess
-from ganpipe.params import load_params
-from ganpipe.stage import run_stage
+from ganpipe.pipeline.params import load_params
+from ganpipe.pipeline.stage import run_stage
 
 
 def main() -> None:

@@ -1,14 +1,14 @@
 """reference stage: real-data features per extractor, computed once and reused by every experiment."""
 
-from ganpipe.distributed import gpu_lease
-from ganpipe.params import load_params
-from ganpipe.score import compute_reference
-from ganpipe.stage import run_stage
+from ganpipe.measure.score import compute_reference
+from ganpipe.pipeline.leases import gpu_lease
+from ganpipe.pipeline.params import load_params
+from ganpipe.pipeline.stage import run_stage
 
 
 def main() -> None:
     params = load_params()
-    with gpu_lease():  # several GPUs: hold a free one (ganpipe.distributed)
+    with gpu_lease():  # several GPUs: hold a free one (ganpipe.gan.ddp)
         meta = compute_reference(params)
     print(f"reference: {meta['num_real']} real images, extractors {', '.join(meta['extractors'])}")
 

@@ -1,13 +1,13 @@
 """sample stage: sample.num_samples images from the trained generator with a fixed seed."""
 
-from ganpipe.distributed import gpu_lease
-from ganpipe.params import load_params
-from ganpipe.sample import sample
-from ganpipe.stage import run_stage
+from ganpipe.gan.sample import sample
+from ganpipe.pipeline.leases import gpu_lease
+from ganpipe.pipeline.params import load_params
+from ganpipe.pipeline.stage import run_stage
 
 
 def main() -> None:
-    with gpu_lease():  # several GPUs: hold a free one (ganpipe.distributed)
+    with gpu_lease():  # several GPUs: hold a free one (ganpipe.gan.ddp)
         sample(load_params())
 
 

@@ -1,14 +1,14 @@
 """score stage: the metrics of the generated samples on every extractor of score.extractors."""
 
-from ganpipe.distributed import gpu_lease
-from ganpipe.params import load_params
-from ganpipe.score import score_samples
-from ganpipe.stage import run_stage
+from ganpipe.measure.score import score_samples
+from ganpipe.pipeline.leases import gpu_lease
+from ganpipe.pipeline.params import load_params
+from ganpipe.pipeline.stage import run_stage
 
 
 def main() -> None:
     params = load_params()
-    with gpu_lease():  # several GPUs: hold a free one (ganpipe.distributed)
+    with gpu_lease():  # several GPUs: hold a free one (ganpipe.gan.ddp)
         scores = score_samples(params)
     print(
         f"score: fid {scores['fid']:.3f}, is {scores['is_mean']:.3f}, "

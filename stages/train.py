@@ -2,16 +2,17 @@
 
 import sys
 
-from ganpipe.distributed import gpu_lease, launch, launched
-from ganpipe.params import load_params
-from ganpipe.stage import run_stage
-from ganpipe.train import train
+from ganpipe.gan.ddp import launch, launched
+from ganpipe.gan.train import train
+from ganpipe.pipeline.leases import gpu_lease
+from ganpipe.pipeline.params import load_params
+from ganpipe.pipeline.stage import run_stage
 
 
 def main() -> None:
     params = load_params()
     world_size, on_gpu = params["train"]["world_size"], params["train"]["device"] != "cpu"
-    # Several GPUs: hold free ones (ganpipe.distributed); a CPU run leases none. The ranks of a
+    # Several GPUs: hold free ones (ganpipe.gan.ddp); a CPU run leases none. The ranks of a
     # data-parallel run inherit this process's lease.
     with gpu_lease(enabled=on_gpu, wanted=world_size):
         if world_size > 1 and not launched():

@@ -1,13 +1,13 @@
 """train_reference stage: the small real-data reference that FID during training is measured against."""
 
-from ganpipe.distributed import gpu_lease
-from ganpipe.params import load_params
-from ganpipe.score import compute_train_reference
-from ganpipe.stage import run_stage
+from ganpipe.measure.score import compute_train_reference
+from ganpipe.pipeline.leases import gpu_lease
+from ganpipe.pipeline.params import load_params
+from ganpipe.pipeline.stage import run_stage
 
 
 def main() -> None:
-    with gpu_lease():  # several GPUs: hold a free one (ganpipe.distributed)
+    with gpu_lease():  # several GPUs: hold a free one (ganpipe.gan.ddp)
         meta = compute_train_reference(load_params())
     print(f"train_reference: {meta['num_real']} real images")
 

@@ -1,13 +1,13 @@
 """utility stage: classifiers trained on synthetic, real and mixed data, tested on the real test split."""
 
-from ganpipe.distributed import gpu_lease
-from ganpipe.params import load_params
-from ganpipe.stage import run_stage
-from ganpipe.utility import measure_utility
+from ganpipe.measure.utility import measure_utility
+from ganpipe.pipeline.leases import gpu_lease
+from ganpipe.pipeline.params import load_params
+from ganpipe.pipeline.stage import run_stage
 
 
 def main() -> None:
-    with gpu_lease():  # several GPUs: hold a free one (ganpipe.distributed)
+    with gpu_lease():  # several GPUs: hold a free one (ganpipe.gan.ddp)
         metrics = measure_utility(load_params())
     if metrics["skipped"]:
         print(f"utility: skipped ({metrics['skipped']})")

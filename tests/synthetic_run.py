@@ -10,12 +10,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ganpipe import paths
-from ganpipe.io import save_npz
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.io import save_npz
 
-LABEL_NAMES = {"0": "adipose", "1": "background", "2": "debris", "3": "lymphocytes",
-               "4": "mucus", "5": "smooth muscle", "6": "normal colon mucosa",
-               "7": "cancer-associated stroma", "8": "colorectal adenocarcinoma epithelium"}
+LABEL_NAMES = {
+    "0": "adipose",
+    "1": "background",
+    "2": "debris",
+    "3": "lymphocytes",
+    "4": "mucus",
+    "5": "smooth muscle",
+    "6": "normal colon mucosa",
+    "7": "cancer-associated stroma",
+    "8": "colorectal adenocarcinoma epithelium",
+}
 
 
 def blobs(count: int, channels: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -36,8 +44,10 @@ def write_losses(root: Path, steps: int = 1500, steps_per_epoch: int = 300, n_cr
     loss_g = -0.5 + 0.8 * progress + rng.normal(0, 0.2, len(step))
     loss_d = -wasserstein + rng.normal(0, 0.05, len(step))
     lines = ["step\tepoch\tloss_g\tloss_d\twasserstein\tgp"]
-    lines += [f"{s}\t{s / steps_per_epoch:.4g}\t{g:.6g}\t{d:.6g}\t{w:.6g}\t"
-              for s, g, d, w in zip(step, loss_g, loss_d, wasserstein, strict=True)]
+    lines += [
+        f"{s}\t{s / steps_per_epoch:.4g}\t{g:.6g}\t{d:.6g}\t{w:.6g}\t"
+        for s, g, d, w in zip(step, loss_g, loss_d, wasserstein, strict=True)
+    ]
     path = root / paths.LOSSES_TSV
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
@@ -67,8 +77,11 @@ def write_images(root: Path, channels: int, size: int = 28, epochs: int = 12) ->
     progression = (weights * final + (1 - weights) * noise).astype(np.uint8)
     save_npz(root / paths.EPOCH_SAMPLES, images=progression, epochs=np.arange(1, epochs + 1, dtype=np.int64))
     save_npz(root / paths.SAMPLES, images=blobs(100, channels, size, rng))
-    save_npz(root / paths.PROCESSED_TRAIN, images=blobs(200, channels, size, rng),
-             labels=rng.integers(0, len(LABEL_NAMES), 200).astype(np.int64))
+    save_npz(
+        root / paths.PROCESSED_TRAIN,
+        images=blobs(200, channels, size, rng),
+        labels=rng.integers(0, len(LABEL_NAMES), 200).astype(np.int64),
+    )
     info = {"n_classes": len(LABEL_NAMES), "label_names": LABEL_NAMES}
     (root / paths.PROCESSED_INFO).write_text(json.dumps(info))
 

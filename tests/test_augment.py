@@ -11,10 +11,10 @@ import torch
 from conftest import tiny_params
 from training import TRAIN_OUTPUTS, train_in
 
-from ganpipe import paths
-from ganpipe.augment import DRAWS, DiffAugment
-from ganpipe.errors import ParamsError
-from ganpipe.params import validate
+from ganpipe.gan.augment import DRAWS, DiffAugment
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.errors import ParamsError
+from ganpipe.pipeline.params import validate
 
 
 def _augment(policy: list[str], uniform: list[float], batch: int = 1, side: int = 16) -> DiffAugment:
@@ -76,8 +76,9 @@ def test_draws_come_from_the_given_generator_and_differ_per_image() -> None:
 def test_gradient_penalty_differentiates_through_every_op() -> None:
     """The penalty's double backward goes through T: second-order gradients reach the critic."""
     torch.manual_seed(0)
-    critic = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Softplus(), torch.nn.Flatten(),
-                                 torch.nn.Linear(4 * 14 * 14, 1))
+    critic = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.Softplus(), torch.nn.Flatten(), torch.nn.Linear(4 * 14 * 14, 1)
+    )
     augment = DiffAugment(["color", "translation", "cutout"], 2, 16, "cpu")
     augment.draw(torch.Generator().manual_seed(0))
     x = torch.rand(2, 3, 16, 16, requires_grad=True)

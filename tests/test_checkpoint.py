@@ -14,12 +14,12 @@ import pytest
 import torch
 from conftest import REPO, stage_env, tiny_params, write_params
 
-from ganpipe import paths
-from ganpipe.checkpoint import CORRUPT_SUFFIX, load_checkpoint, prepare_checkpoint_dir
-from ganpipe.errors import GanpipeError, ParamsError
-from ganpipe.io import file_md5, load_torch
-from ganpipe.params import validate
-from ganpipe.train import run_key, train
+from ganpipe.gan.checkpoint import CORRUPT_SUFFIX, load_checkpoint, prepare_checkpoint_dir
+from ganpipe.gan.train import run_key, train
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.errors import GanpipeError, ParamsError
+from ganpipe.pipeline.io import file_md5, load_torch
+from ganpipe.pipeline.params import validate
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ganpipe import cli, compare
-from ganpipe.errors import GanpipeError
+from ganpipe import cli
+from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.report import compare
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dvc_exp_show.json"
 FINISHED = ["master", "dcgan-seed1", "dcgan-seed0", "wgan-gp-seed1"]
@@ -88,9 +89,19 @@ def test_table_has_the_selected_models_params_and_is_sorted_by_fid(document):
     assert list(table["experiment"]) == ["master", "wgan-gp-seed1", "dcgan-seed0", "dcgan-seed1"]
     assert list(table["fid"]) == [40.0, 43.0, 65.0, 68.0]
     dcgan = table.set_index("experiment").loc["dcgan-seed1"]
-    expected = {"model": "dcgan", "loss": "bce", "conditional": "none", "lr_g": 2e-4, "lr_d": 2e-4,
-                "n_critic": 1, "seed": 1,
-                "data": "digits", "epochs": 2, "wall_time_s": 13.5, "rev": "3fb5d3f"}
+    expected = {
+        "model": "dcgan",
+        "loss": "bce",
+        "conditional": "none",
+        "lr_g": 2e-4,
+        "lr_d": 2e-4,
+        "n_critic": 1,
+        "seed": 1,
+        "data": "digits",
+        "epochs": 2,
+        "wall_time_s": 13.5,
+        "rev": "3fb5d3f",
+    }
     assert {key: dcgan[key] for key in expected} == expected
 
 

@@ -17,19 +17,25 @@ import torch
 from conftest import tiny_params
 from training import train_in
 
-from ganpipe import paths
 from ganpipe.data import download, preprocess
+from ganpipe.data.labels import check_conditional_data
 from ganpipe.data.layout import inspect_npz
-from ganpipe.errors import ParamsError
-from ganpipe.export import export
-from ganpipe.io import load_torch
-from ganpipe.labels import check_conditional_data
-from ganpipe.models import ConditionalBatchNorm, Critic, Generator, build_models, generator_from_checkpoint
-from ganpipe.params import validate
-from ganpipe.plots import CLASS_GRID_PNG, draw_all
-from ganpipe.sample import sample
-from ganpipe.score import class_metrics
-from ganpipe.train import train
+from ganpipe.gan.export import export
+from ganpipe.gan.models import (
+    ConditionalBatchNorm,
+    Critic,
+    Generator,
+    build_models,
+    generator_from_checkpoint,
+)
+from ganpipe.gan.sample import sample
+from ganpipe.gan.train import train
+from ganpipe.measure.score import class_metrics
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.errors import ParamsError
+from ganpipe.pipeline.io import load_torch
+from ganpipe.pipeline.params import validate
+from ganpipe.report.plots import CLASS_GRID_PNG, draw_all
 
 # One model per loss of the registry: wasserstein with clipping and with the gradient penalty.
 LOSS_MODELS = ("wgan", "wgan_gp", "dcgan", "lsgan", "hinge")
@@ -108,7 +114,7 @@ def test_unconditional_nets_are_todays() -> None:
     with_classes = build_models(cfg, {"nz": 8, "ngf": 8, "ndf": 8}, 1, 28, n_classes=10)
     torch.manual_seed(0)
     without = (Generator(8, 8, 1, 28), Critic(8, 1, 28))
-    from ganpipe.models import init_dcgan_weights
+    from ganpipe.gan.models import init_dcgan_weights
 
     for net in without:
         init_dcgan_weights(net)
@@ -142,8 +148,11 @@ def test_conditional_reruns_are_bit_identical(processed_digits: Callable[..., Pa
 def test_multi_label_data_is_refused_for_conditional_training() -> None:
     params = conditional_params("hinge", "projection")
     info = {"name": "chestmnist", "task": "multi-label, binary-class", "n_classes": 15}
-    with pytest.raises(ParamsError, match=r"models\.hinge\.conditional = 'projection' needs single-label.*"
-                       r"set models\.hinge\.conditional=none"):
+    with pytest.raises(
+        ParamsError,
+        match=r"models\.hinge\.conditional = 'projection' needs single-label.*"
+        r"set models\.hinge\.conditional=none",
+    ):
         check_conditional_data(params, info)
     check_conditional_data(tiny_params(model="hinge"), info)  # unconditional: fine
 
@@ -176,8 +185,14 @@ def test_samples_figures_export_and_back_into_the_pipeline(
 ) -> None:
     _workdir(tmp_path / "work", processed_digits(1, 28), monkeypatch)
     params = conditional_params(
-        "hinge", "projection", data__channels=1, train__max_steps=4,
-        export__num_train=96, export__num_val=16, export__num_test=32, export__png=True,
+        "hinge",
+        "projection",
+        data__channels=1,
+        train__max_steps=4,
+        export__num_train=96,
+        export__num_val=16,
+        export__num_test=32,
+        export__png=True,
     )
     train(params)
 

@@ -18,13 +18,14 @@ import yaml
 from conftest import REPO, tiny_params
 from sklearn.datasets import load_digits
 
-from ganpipe import paths, score
-from ganpipe.classifier import train_and_evaluate
 from ganpipe.data import download, preprocess
-from ganpipe.deps import import_closure, missing_deps
-from ganpipe.io import save_npz
-from ganpipe.processed import class_quotas, read_split, stratified_subset
-from ganpipe.streams import STREAMS, numpy_rng, stream_seed
+from ganpipe.measure import score
+from ganpipe.measure.classifier import train_and_evaluate
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.deps import import_closure, missing_deps
+from ganpipe.pipeline.io import save_npz
+from ganpipe.pipeline.processed import class_quotas, read_split, stratified_subset
+from ganpipe.pipeline.streams import STREAMS, numpy_rng, stream_seed
 
 # --- named random streams ------------------------------------------------------------------------------
 
@@ -71,12 +72,15 @@ def test_no_params_key_is_invisible_to_the_run_cache() -> None:
 
 def test_every_stage_depends_on_its_whole_import_closure() -> None:
     dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    assert missing_deps(dvc_yaml) == {}, "run `python -m ganpipe.deps --write`"
+    assert missing_deps(dvc_yaml) == {}, "run `python -m ganpipe.pipeline.deps --write`"
     # The closure follows lazy imports: FID during training makes train import the scoring code.
-    assert {"ganpipe/score.py", "ganpipe/features.py", "ganpipe/io.py", "ganpipe/params.py"} <= set(
-        import_closure("stages/train.py")
-    )
-    assert "ganpipe/plots.py" not in import_closure("stages/train.py")  # a plot change never retrains
+    assert {
+        "ganpipe/measure/score.py",
+        "ganpipe/measure/features.py",
+        "ganpipe/pipeline/io.py",
+        "ganpipe/pipeline/params.py",
+    } <= set(import_closure("stages/train.py"))
+    assert "ganpipe/report/plots.py" not in import_closure("stages/train.py")  # a plot change never retrains
 
 
 def test_every_stage_imports_the_ganpipe_next_to_it(tmp_path: Path) -> None:
@@ -91,8 +95,9 @@ def test_every_stage_imports_the_ganpipe_next_to_it(tmp_path: Path) -> None:
         shutil.copytree(REPO / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "stages" / "probe.py").write_text("import ganpipe\nprint(ganpipe.__file__)\n")
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-m", "stages.probe"], cwd=copy, env=env,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.probe"], cwd=copy, env=env, capture_output=True, text=True, check=True
+    )
     assert Path(done.stdout.strip()).parent == copy / "ganpipe"
 
 
@@ -111,17 +116,31 @@ def test_the_deps_check_catches_the_lists_it_replaced() -> None:
         "stages": {
             "sample": {
                 "cmd": "python stages/sample.py",
-                "deps": ["stages/sample.py", "ganpipe/sample.py", "ganpipe/models.py", "ganpipe/images.py"],
+                "deps": [
+                    "stages/sample.py",
+                    "ganpipe/gan/sample.py",
+                    "ganpipe/gan/models.py",
+                    "ganpipe/report/images.py",
+                ],
             },
             "score": {
                 "cmd": "python stages/score.py",
-                "deps": ["stages/score.py", "ganpipe/features.py", "ganpipe/score.py", "data/samples"],
+                "deps": [
+                    "stages/score.py",
+                    "ganpipe/measure/features.py",
+                    "ganpipe/measure/score.py",
+                    "data/samples",
+                ],
             },
         }
     }
     missing = missing_deps(before)
-    assert {"ganpipe/classifier.py", "ganpipe/io.py", "ganpipe/params.py"} <= set(missing["score"])
-    assert {"ganpipe/io.py", "ganpipe/params.py", "ganpipe/device.py"} <= set(missing["sample"])
+    assert {"ganpipe/measure/classifier.py", "ganpipe/pipeline/io.py", "ganpipe/pipeline/params.py"} <= set(
+        missing["score"]
+    )
+    assert {"ganpipe/pipeline/io.py", "ganpipe/pipeline/params.py", "ganpipe/pipeline/device.py"} <= set(
+        missing["sample"]
+    )
     covered = {"stages": {"score": {**before["stages"]["score"], "deps": ["stages/score.py", "ganpipe"]}}}
     assert missing_deps(covered) == {}  # a folder dep covers every file under it
 
@@ -163,8 +182,13 @@ def _pipeline_scores(root: Path, source: Path, samples: np.ndarray) -> tuple[dic
     os.chdir(root)
     try:
         params = tiny_params(
-            data__name="local", data__source=str(source), data__limit=None, data__channels=1,
-            classifier__epochs=1, score__num_real=300, sample__num_samples=len(samples),
+            data__name="local",
+            data__source=str(source),
+            data__limit=None,
+            data__channels=1,
+            classifier__epochs=1,
+            score__num_real=300,
+            sample__num_samples=len(samples),
         )
         download(params["data"])
         preprocess(params)

@@ -25,12 +25,12 @@ import numpy as np
 import pytest
 import yaml
 
-from ganpipe import paths
 from ganpipe.data import DATASETS, MedMNISTSource, download, preprocess, register_dataset
 from ganpipe.data.medmnist2d import flags_2d
 from ganpipe.data.transform import canonical_order
-from ganpipe.errors import GanpipeError
-from ganpipe.stage import run_stage
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.pipeline.stage import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from conftest import REPO, tiny_params
 
-from ganpipe import paths
+from ganpipe.gan import ddp
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.errors import GanpipeError
 
 # Float tolerance of 2 ranks vs 1. Both compute the same function of the same data and noise; only
 # the order of float additions differs (the all-reduce of two half-batch gradients and batch-norm
@@ -54,8 +57,13 @@ def test_two_ranks_match_one_process_resume_exactly_and_refuse_another_world_siz
 ) -> None:
     processed = processed_digits(channels=1)
     params = tiny_params(
-        model="wgan_gp", data__channels=1, arch__ngf=16, arch__ndf=16, train__epochs=3,
-        train__checkpoint_every=3, train__world_size=2,
+        model="wgan_gp",
+        data__channels=1,
+        arch__ngf=16,
+        arch__ndf=16,
+        train__epochs=3,
+        train__checkpoint_every=3,
+        train__world_size=2,
     )
     # A snapshot of the code: the checkpoint key hashes the train stage's source, and other edits to
     # the checkout between the killed and the resumed run would (rightly) start afresh.
@@ -92,7 +100,11 @@ def test_two_ranks_match_one_process_resume_exactly_and_refuse_another_world_siz
 
     killed = _stage_dir(tmp_path / "killed", processed, params)
     group = subprocess.Popen(
-        command, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        command,
+        cwd=killed,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: the launcher, torchrun and both ranks
     )
     checkpoints = killed / params["train"]["checkpoint_dir"]
@@ -117,3 +129,23 @@ def test_two_ranks_match_one_process_resume_exactly_and_refuse_another_world_siz
     for name in (*WEIGHTS, "epoch_samples.npz"):
         assert (whole / paths.TRAIN_DIR / name).read_bytes() == (killed / paths.TRAIN_DIR / name).read_bytes()
     assert (whole / paths.LOSSES_TSV).read_text() == (killed / paths.LOSSES_TSV).read_text()
+
+
+def test_data_parallel_settings_that_cannot_split_are_refused_in_one_line(monkeypatch) -> None:
+    from conftest import tiny_params
+
+    monkeypatch.setattr(ddp, "_RANKS", ddp.Ranks(rank=1, world_size=2, local_rank=1))
+    params = tiny_params(train__batch_size=32)
+    local = ddp.local_params(params)
+    assert local["train"]["batch_size"] == 16 and not local["train"]["cuda_graphs"]
+    assert params["train"]["batch_size"] == 32  # the caller's params are left alone
+    assert ddp.ranks().batch_slice(32) == slice(16, 32)
+    for overrides, message in (
+        ({"train__batch_size": 33}, "train.batch_size = 33 does not split into train.world_size = 2"),
+        ({"train__compile": True}, "train.compile = true with train.world_size = 2"),
+        ({"train__augment": ["color"]}, "train.augment with train.world_size = 2 is not supported"),
+    ):
+        with pytest.raises(GanpipeError, match=message):
+            ddp.local_params(tiny_params(**overrides))
+    with pytest.raises(GanpipeError, match=r"train.world_size = 1, but train.world_size = 2; set train"):
+        ddp.check_world_size(1, Path("ck/checkpoint.pt"))

@@ -21,7 +21,7 @@ from conftest import REPO, dvc, run
 from PIL import Image
 from synthetic_run import write_class_histogram, write_fid, write_losses
 
-from ganpipe import paths
+from ganpipe.pipeline import paths
 
 TEMPLATE = Path(".dvc") / "plots" / "offline.html"  # relative to a repo root
 TEMPLATE_SETTING = "plots/offline.html"  # plots.html_template is relative to .dvc/
@@ -120,11 +120,23 @@ def test_plots_diff_shows_both_revisions(plots_repo):
 
 def chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
     """Headless Chromium on a file: URL; --virtual-time-budget lets the page's scripts finish first."""
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000"]
-    return subprocess.run([CHROMIUM, *flags, *args, page.as_uri()], capture_output=True, text=True,
-                          timeout=180, check=True)
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=15000",
+    ]
+    return subprocess.run(
+        [CHROMIUM, *flags, *args, page.as_uri()], capture_output=True, text=True, timeout=180, check=True
+    )
 
 
 def console_errors(log: str) -> list[str]:

@@ -25,10 +25,9 @@ from torch_fidelity.feature_extractor_dinov2 import FeatureExtractorDinoV2
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from ganpipe import paths, score
-from ganpipe.classifier import DomainClassifier, save_classifier
-from ganpipe.errors import GanpipeError, ParamsError
-from ganpipe.features import (
+from ganpipe.measure import score
+from ganpipe.measure.classifier import DomainClassifier, save_classifier
+from ganpipe.measure.features import (
     EXTRACTORS,
     FeatureExtractorDinoV2Local,
     check_weights_file,
@@ -37,8 +36,10 @@ from ganpipe.features import (
     resolved_weights,
     weights_cache_path,
 )
-from ganpipe.io import save_npz, write_json
-from ganpipe.params import validate
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.errors import GanpipeError, ParamsError
+from ganpipe.pipeline.io import save_npz, write_json
+from ganpipe.pipeline.params import validate
 
 DOWNLOADABLE = [key for key, extractor in EXTRACTORS.items() if extractor.weights_url]
 # (embed dim, depth, heads) of the official checkpoints in the table.

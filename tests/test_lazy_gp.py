@@ -13,13 +13,13 @@ import torch
 from conftest import set_params, tiny_params
 from training import train_in
 
-import ganpipe.train
-from ganpipe import paths
-from ganpipe.errors import ParamsError
-from ganpipe.losses import LOSSES, register_loss, wasserstein_critic, wasserstein_generator
-from ganpipe.params import validate
-from ganpipe.streams import torch_generator
-from ganpipe.train import is_penalty_step
+import ganpipe.gan.train
+from ganpipe.gan.losses import LOSSES, register_loss, wasserstein_critic, wasserstein_generator
+from ganpipe.gan.train import is_penalty_step
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.errors import ParamsError
+from ganpipe.pipeline.params import validate
+from ganpipe.pipeline.streams import torch_generator
 
 TRAINED = ("generator.pt", "critic.pt", "generator_ema.pt", "epoch_samples.npz")
 
@@ -35,8 +35,14 @@ def _losses(root: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize(
-    ("value", "allowed"), [(0, "an integer >= 1"), (-2, "an integer >= 1"), (2.5, "an integer >= 1"),
-                           (True, "an integer >= 1"), ("4", "an integer >= 1")]
+    ("value", "allowed"),
+    [
+        (0, "an integer >= 1"),
+        (-2, "an integer >= 1"),
+        (2.5, "an integer >= 1"),
+        (True, "an integer >= 1"),
+        ("4", "an integer >= 1"),
+    ],
 )
 def test_gp_every_must_be_a_positive_integer(value: Any, allowed: str) -> None:
     with pytest.raises(ParamsError, match=f"models.wgan_gp.gp_every = .* expected {allowed}") as caught:
@@ -79,7 +85,7 @@ def test_penalty_weight_is_lambda_k_on_every_kth_step(
 ) -> None:
     critic_steps: list[int] = []  # one entry per critic loss evaluated, i.e. per critic step
     penalties: list[tuple[int, torch.Tensor]] = []  # (critic step, mixing weights) per penalty
-    original = ganpipe.train.gradient_penalty
+    original = ganpipe.gan.train.gradient_penalty
 
     def counting_critic(real: torch.Tensor, fake: torch.Tensor, smoothing: float) -> torch.Tensor:
         critic_steps.append(len(critic_steps))
@@ -90,7 +96,7 @@ def test_penalty_weight_is_lambda_k_on_every_kth_step(
         return _Probe.apply(original(critic, real, fake, alpha))
 
     _Probe.weights = []
-    monkeypatch.setattr(ganpipe.train, "gradient_penalty", probed)
+    monkeypatch.setattr(ganpipe.gan.train, "gradient_penalty", probed)
     register_loss("counting", counting_critic, wasserstein_generator)
     try:
         params = tiny_params(model="counted", train__max_steps=14)

@@ -22,8 +22,8 @@ import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 from conftest import tiny_params
 from sklearn.datasets import load_digits
 
-from ganpipe import paths, score
-from ganpipe.classifier import (
+from ganpipe.measure import score
+from ganpipe.measure.classifier import (
     DomainClassifier,
     TrainingResult,
     accuracy,
@@ -34,8 +34,7 @@ from ganpipe.classifier import (
     train_and_evaluate,
     train_classifier,
 )
-from ganpipe.errors import GanpipeError
-from ganpipe.features import (
+from ganpipe.measure.features import (
     EXTRACTORS,
     create_extractor,
     describe_resizer,
@@ -43,7 +42,9 @@ from ganpipe.features import (
     extract_features,
     resolve_weights,
 )
-from ganpipe.io import save_npz, write_json
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.pipeline.io import save_npz, write_json
 
 N_TRAIN = 1437  # sklearn's usual 80% of 1797
 N_VAL = 180  # the other 360 images: half validation (model selection), half test
@@ -201,7 +202,7 @@ def test_classifier_keeps_the_best_validation_epoch() -> None:
 
 
 def test_features_and_head_give_the_logits() -> None:
-    """ganpipe.features computes head(features(x)); in eval mode that is forward(x), dropout or not."""
+    """features computes head(features(x)); in eval mode that is forward(x), dropout or not."""
     model = DomainClassifier(1, 28, N_CLASSES, dropout=0.5).eval()
     images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
     with torch.no_grad():

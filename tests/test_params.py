@@ -14,6 +14,8 @@ import pytest
 import yaml
 from conftest import REPO, set_params, tiny_params
 
+from ganpipe.gan.catalog import LOSS_OPTIONS
+
 STAGES = ("download", "preprocess", "classifier", "reference", "train", "sample", "score", "plots")
 # Earlier outputs that a refused stage must leave exactly as they were.
 SENTINELS = {
@@ -176,7 +178,32 @@ def test_shell_exit_status_is_2(workdir: Path) -> None:
 
 
 def test_repo_params_are_valid() -> None:
-    from ganpipe.params import load_params
+    from ganpipe.pipeline.params import load_params
 
     params = load_params(REPO / "params.yaml")
     assert params["model"] in params["models"]
+
+
+def test_load_params_imports_no_torch() -> None:
+    """Every stage validates params first; download, preprocess and plots must not pay torch's import
+    (about 2 s a process) or depend on the GAN code through it."""
+    probe = (
+        "import sys; from ganpipe.pipeline.params import load_params; load_params(); "
+        "print(','.join(m for m in ('torch', 'torchvision', 'torch_fidelity') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "", f"load_params() imported {result.stdout.strip()}"
+
+
+def test_loss_registry_refuses_a_name_taken_or_unlisted() -> None:
+    from ganpipe.gan.losses import LOSSES, register_loss
+
+    before = dict(LOSSES)
+    with pytest.raises(ValueError, match="already registered"):
+        register_loss("hinge", LOSSES["wasserstein"].critic, LOSSES["wasserstein"].generator)
+    with pytest.raises(ValueError, match="add 'my_loss' to LOSS_OPTIONS"):
+        register_loss("my_loss", LOSSES["hinge"].critic, LOSSES["hinge"].generator)
+    assert before == LOSSES  # the hinge formulas are still hinge's
+    assert set(LOSSES) == set(LOSS_OPTIONS)  # every listed loss has code, and no code is unlisted

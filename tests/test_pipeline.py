@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import PIPELINE_STAGES, dvc, ran_stages, run
 
-from ganpipe.compare import finished_experiments
+from ganpipe.report.compare import finished_experiments
 
 FIGURES = (
     "losses.png",

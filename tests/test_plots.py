@@ -11,9 +11,9 @@ import yaml
 from PIL import Image
 from synthetic_run import write_run
 
-from ganpipe import paths
-from ganpipe.errors import GanpipeError
-from ganpipe.plots import choose_epochs, draw_all, sample_rows
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.report.plots import choose_epochs, draw_all, sample_rows
 
 REPO = Path(__file__).resolve().parents[1]
 ALWAYS = {"losses.png", "wasserstein.png", "epoch_progression.png", "samples_vs_real.png"}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ganpipe import compare, results
-from ganpipe.errors import GanpipeError
+from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.report import compare, results
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dvc_exp_show.json"
 REPO = Path(__file__).resolve().parents[1]
@@ -22,8 +22,9 @@ def _experiments() -> list[compare.Experiment]:
 
 def test_seeds_of_one_setting_share_a_row_with_mean_and_sample_std() -> None:
     experiments = _experiments()
-    fids = {(e.params["model"], e.params["seed"]): e.metrics["metrics/scores.json"]["fid"]
-            for e in experiments}
+    fids = {
+        (e.params["model"], e.params["seed"]): e.metrics["metrics/scores.json"]["fid"] for e in experiments
+    }
     rows = {row["model"]: row for row in results.results_rows(experiments)}
     assert set(rows) == {"wgan_gp", "dcgan"}
     assert [e.params["seed"] for e in experiments if e.params["model"] == "dcgan"] == [1, 0]
@@ -45,8 +46,9 @@ def test_another_setting_gets_its_own_row_and_the_table_lists_every_column() -> 
     assert len(rows) == 3 and {row["limit"] for row in rows} == {None, 500}
     # The same params run by other code (a later commit, with --all-commits) is another row too.
     other_code = experiments[1]
-    experiments[1] = compare.Experiment(other_code.name, other_code.rev, other_code.params,
-                                        other_code.metrics, baseline="f" * 40)
+    experiments[1] = compare.Experiment(
+        other_code.name, other_code.rev, other_code.params, other_code.metrics, baseline="f" * 40
+    )
     rows = results.results_rows(experiments)
     assert len(rows) == 4 and "fffffff" in {row["code"] for row in rows}
     # So is the same params and code run in another environment (train.json's `environment`): of the
@@ -73,8 +75,16 @@ def test_another_setting_gets_its_own_row_and_the_table_lists_every_column() -> 
     assert {row["width"] for row in results.results_rows(_experiments())} == {None}  # no arch recorded
     table = results.markdown(rows, ["broken: failed"])
     header = table.splitlines()[4]
-    expected = (*results.SETTING_COLUMNS, "seeds", "fid", "fid_noise_floor", "label_accuracy", "tstr_ratio",
-                "low_accuracy", "low_mixed_accuracy")
+    expected = (
+        *results.SETTING_COLUMNS,
+        "seeds",
+        "fid",
+        "fid_noise_floor",
+        "label_accuracy",
+        "tstr_ratio",
+        "low_accuracy",
+        "low_mixed_accuracy",
+    )
     assert all(f" {column} " in header for column in expected)
     assert "- broken: failed" in table
 

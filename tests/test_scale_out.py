@@ -76,8 +76,9 @@ def test_two_machines_push_experiments_and_a_third_compares_them(repo_copy: Path
 
     # Both machines at once, as they would be; each runs the generated side of its own model only.
     with ThreadPoolExecutor(len(MACHINES)) as pool:
-        outputs = list(pool.map(lambda item: _machine(bare, branch, tmp_path / item[0], item[1]),
-                                MACHINES.items()))
+        outputs = list(
+            pool.map(lambda item: _machine(bare, branch, tmp_path / item[0], item[1]), MACHINES.items())
+        )
     for output in outputs:
         assert ran_stages(output) == {"train", "sample", "score"}, output  # the shared stages were pulled
 
@@ -104,7 +105,7 @@ def test_two_machines_push_experiments_and_a_third_compares_them(repo_copy: Path
     results.write_text("# Results\n\n| model |\n| --- |\n| an old row |\n\n" + sections)
     run(["ganpipe", "results", "--all-commits"], third)
     written = results.read_text()
-    table, kept = written[: written.index("\n## ") + 1], written[written.index("\n## ") + 1:]
+    table, kept = written[: written.index("\n## ") + 1], written[written.index("\n## ") + 1 :]
     assert kept == sections
     # Rows of this clone's experiments only: the old file's rows are gone.
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]

@@ -15,16 +15,16 @@ import torch
 from conftest import tiny_params
 from training import TRAIN_OUTPUTS, assert_resume_after_kill_is_bit_identical, train_in
 
-import ganpipe.train
-from ganpipe import paths
-from ganpipe.classifier import train_and_evaluate
-from ganpipe.errors import GanpipeError, ParamsError
-from ganpipe.io import load_torch
-from ganpipe.losses import LOSSES, register_loss, wasserstein_critic, wasserstein_generator
-from ganpipe.models import generator_from_checkpoint
-from ganpipe.params import validate
-from ganpipe.score import compute_train_reference
-from ganpipe.train import run_key, train
+import ganpipe.gan.train
+from ganpipe.gan.losses import LOSSES, register_loss, wasserstein_critic, wasserstein_generator
+from ganpipe.gan.models import generator_from_checkpoint
+from ganpipe.gan.train import run_key, train
+from ganpipe.measure.classifier import train_and_evaluate
+from ganpipe.measure.score import compute_train_reference
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.errors import GanpipeError, ParamsError
+from ganpipe.pipeline.io import load_torch
+from ganpipe.pipeline.params import validate
 
 MODELS = ("wgan", "wgan_gp", "lsgan", "dcgan", "hinge")
 TIMING_KEYS = {"wall_time_s", "train_time_s", "critic_images_per_s"}
@@ -87,14 +87,14 @@ def test_checkpoints_follow_checkpoint_every_not_epoch_ends(
     epoch end made saving grow with the square of the run's length. 8 steps per epoch here."""
     _workdir(tmp_path, processed_digits(1, 28), monkeypatch)
     saved_steps: list[int] = []
-    real_save = ganpipe.train.save_torch
+    real_save = ganpipe.gan.train.save_torch
 
     def recording_save(path: Path, state: Any) -> None:
         if Path(path).name == "checkpoint.pt":
             saved_steps.append(state["step"])
         real_save(path, state)
 
-    monkeypatch.setattr(ganpipe.train, "save_torch", recording_save)
+    monkeypatch.setattr(ganpipe.gan.train, "save_torch", recording_save)
     metrics = train(validate(tiny_params(model="hinge", train__epochs=3, train__checkpoint_every=5)))
 
     assert metrics["steps"] == 24
@@ -111,8 +111,11 @@ def test_epoch_grids_thin_the_kept_sample_grids_and_keep_the_last_epoch(
     changes only which grids are kept: the weights match those of a run that keeps every grid."""
     thinned, every = (tmp_path / "thinned", tmp_path / "every")
     for root, cap in ((thinned, 3), (every, 10)):
-        train_in(root, processed_digits(1, 28), validate(tiny_params(model="hinge", train__epochs=10,
-                                                                     train__epoch_grids=cap)))
+        train_in(
+            root,
+            processed_digits(1, 28),
+            validate(tiny_params(model="hinge", train__epochs=10, train__epoch_grids=cap)),
+        )
     with np.load(thinned / paths.EPOCH_SAMPLES) as kept, np.load(every / paths.EPOCH_SAMPLES) as all_grids:
         assert kept["epochs"].tolist() == [4, 8, 10]
         assert all_grids["epochs"].tolist() == list(range(1, 11))
@@ -179,7 +182,7 @@ def test_checkpoint_with_pickled_payload_is_refused(
 ) -> None:
     _workdir(tmp_path, processed_digits(1, 28), monkeypatch)
     params = validate(tiny_params(model="wgan"))
-    from ganpipe.io import file_md5  # the key is a hash of params, data and code
+    from ganpipe.pipeline.io import file_md5  # the key is a hash of params, data and code
 
     key = run_key(params, torch.device("cpu"), file_md5(paths.PROCESSED_TRAIN))
     checkpoint = Path(params["train"]["checkpoint_dir"]) / key / "checkpoint.pt"
@@ -239,8 +242,13 @@ def test_resume_after_kill_is_bit_identical(processed_digits: Callable[..., Path
     # inside a generator step's window, so the latest penalty must come back from the checkpoint.
     # epoch_grids 2 thins the kept sample grids from the third epoch on (their stride is state too).
     params = tiny_params(
-        model="wgan_gp", arch__ngf=32, arch__ndf=32, train__epochs=4, train__checkpoint_every=4,
-        train__augment=["color", "translation", "cutout"], train__epoch_grids=2,
+        model="wgan_gp",
+        arch__ngf=32,
+        arch__ndf=32,
+        train__epochs=4,
+        train__checkpoint_every=4,
+        train__augment=["color", "translation", "cutout"],
+        train__epoch_grids=2,
     )
     params["models"]["wgan_gp"].update(conditional="projection", gp_every=3, dropout_d=0.2, ema_decay=0.95)
     outputs = (*TRAIN_OUTPUTS, paths.GENERATOR_EMA)

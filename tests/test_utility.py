@@ -13,16 +13,21 @@ import numpy as np
 import pytest
 from conftest import tiny_params
 
-from ganpipe import paths
 from ganpipe.data import download, preprocess
-from ganpipe.io import save_npz
-from ganpipe.processed import read_split
-from ganpipe.utility import ARMS, arm_data, measure_utility
+from ganpipe.measure.utility import ARMS, arm_data, measure_utility
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.io import save_npz
+from ganpipe.pipeline.processed import read_split
 
 
 def _params(**overrides: Any) -> dict[str, Any]:
-    settings = {"data__channels": 1, "data__limit": 600, "utility__seeds": 1, "utility__epochs": 3,
-                "classifier__batch_size": 32}
+    settings = {
+        "data__channels": 1,
+        "data__limit": 600,
+        "utility__seeds": 1,
+        "utility__epochs": 3,
+        "classifier__batch_size": 32,
+    }
     return tiny_params(**{**settings, **overrides})
 
 
@@ -52,8 +57,9 @@ def _bytes(images: np.ndarray) -> set[bytes]:
 
 
 def test_arms_never_train_on_the_test_or_val_split(in_root: Path) -> None:
-    train, val, test = (read_split(path) for path in (paths.PROCESSED_TRAIN, paths.PROCESSED_VAL,
-                                                      paths.PROCESSED_TEST))
+    train, val, test = (
+        read_split(path) for path in (paths.PROCESSED_TRAIN, paths.PROCESSED_VAL, paths.PROCESSED_TEST)
+    )
     held_out = _bytes(val[0]) | _bytes(test[0])
     assert held_out and not (held_out & _bytes(train[0]))  # the splits themselves are disjoint
     rng = np.random.default_rng(0)
@@ -63,7 +69,10 @@ def test_arms_never_train_on_the_test_or_val_split(in_root: Path) -> None:
     assert set(arms) == set(ARMS)
     n = len(train[1])
     assert {arm: len(labels) for arm, (_, labels) in arms.items()} == {
-        "trtr": n, "tstr": n, "mixed": n + round(0.5 * n), "low": round(0.2 * n),
+        "trtr": n,
+        "tstr": n,
+        "mixed": n + round(0.5 * n),
+        "low": round(0.2 * n),
         "low_mixed": round(0.2 * n) + round(0.5 * n),
     }
     for arm, (images, labels) in arms.items():
@@ -104,8 +113,12 @@ def test_a_perfect_generator_scores_like_real_data_and_noise_like_chance(
     assert all(perfect[f"{arm}_accuracy_std"] is not None for arm in ARMS)
     rng = np.random.default_rng(1)
     half = len(train_labels) // 2  # fewer samples than real images: the arms take all, and say so
-    noise = _run({"images": rng.integers(0, 256, (half, *train_images.shape[1:]), dtype=np.uint8),
-                  "labels": rng.integers(0, 10, half)})
+    noise = _run(
+        {
+            "images": rng.integers(0, 256, (half, *train_images.shape[1:]), dtype=np.uint8),
+            "labels": rng.integers(0, 10, half),
+        }
+    )
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "sample.num_samples" in warnings[0], warnings
     assert noise["tstr_n_train"] == half and noise["mixed_n_train"] == len(train_labels) + half

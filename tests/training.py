@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 from conftest import REPO, run, tiny_params
 
-from ganpipe import paths
 from ganpipe.data import download, preprocess
-from ganpipe.train import train
+from ganpipe.gan.train import train
+from ganpipe.pipeline import paths
 
 # What a finished train stage writes that must not depend on an interruption.
 TRAIN_OUTPUTS = (paths.GENERATOR, paths.CRITIC, paths.EPOCH_SAMPLES, paths.LOSSES_TSV)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ganpipe import paths
+from ganpipe.pipeline import paths
 from ganpipe.data.layout import NpzLayout
-from ganpipe.errors import GanpipeError
-from ganpipe.io import atomic_path, write_json
+from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.pipeline.io import atomic_path, write_json
 
 LOCAL = "local"
 # MedMNIST's task string for ChestMNIST-style data: several binary labels per image.

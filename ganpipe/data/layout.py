@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ganpipe.errors import GanpipeError
-from ganpipe.io import file_md5, save_npz
+from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.pipeline.io import file_md5, save_npz
 
 SPLITS = ("train", "val", "test")
 REQUIRED_SPLITS = ("train", "test")

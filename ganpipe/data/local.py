@@ -11,7 +11,7 @@ from pathlib import Path
 from ganpipe.data.base import DatasetSource, RawData, copy_file
 from ganpipe.data.layout import inspect_npz
 from ganpipe.data.mnist import import_idx_folder
-from ganpipe.errors import GanpipeError
+from ganpipe.pipeline.errors import GanpipeError
 
 
 class LocalSource(DatasetSource):

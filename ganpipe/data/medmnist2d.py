@@ -15,8 +15,8 @@ from urllib.parse import urlparse
 from ganpipe.data.base import DatasetSource, RawData, copy_file
 from ganpipe.data.layout import inspect_npz
 from ganpipe.data.remote import fetch_url
-from ganpipe.errors import GanpipeError
-from ganpipe.io import file_md5
+from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.pipeline.io import file_md5
 
 
 def _medmnist_info() -> dict[str, dict[str, Any]]:

@@ -20,7 +20,7 @@ import numpy as np
 from ganpipe.data.base import PUBLISHED_SPLIT, DatasetSource, RawData, offline_error
 from ganpipe.data.layout import DERIVED_SPLIT, Arrays, derive_train_test, inspect_npz, write_npz
 from ganpipe.data.remote import describe_network_error, network_timeout
-from ganpipe.errors import GanpipeError
+from ganpipe.pipeline.errors import GanpipeError
 
 IDX_PREFIXES = {"train": "train", "test": "t10k"}
 IDX_UNSIGNED_BYTE = 0x08

@@ -16,9 +16,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ganpipe.data.base import offline_error
-from ganpipe.errors import GanpipeError
-from ganpipe.io import atomic_path, file_md5
-from ganpipe.stage import progress_disabled
+from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.pipeline.io import atomic_path, file_md5
+from ganpipe.pipeline.stage import progress_disabled
 
 # Seconds any single connect or read may block.
 NETWORK_TIMEOUT_S = 15

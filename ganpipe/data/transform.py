@@ -1,6 +1,6 @@
 """Preprocess stage: the raw npz becomes uint8 (N, C, H, W) arrays at data.image_size and data.channels.
 
-Outputs (ganpipe.paths): train.npz, val.npz and test.npz (`images` uint8 (N, C, H, W), `labels`
+Outputs (ganpipe.pipeline.paths): train.npz, val.npz and test.npz (`images` uint8 (N, C, H, W), `labels`
 int64 (N,)), info.json, and a grid of real training images. The raw train and test splits feed
 train.npz and test.npz; val.npz is the published val split, or, where the source has none, a fixed
 stratified VAL_FRACTION of the raw train split (then left out of train.npz). Every step is
@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ganpipe import paths
+from ganpipe.pipeline import paths
 from ganpipe.data.base import MULTI_LABEL
 from ganpipe.data.layout import load_split
-from ganpipe.errors import GanpipeError, run_first
-from ganpipe.images import save_grid
-from ganpipe.io import save_npz, write_json
-from ganpipe.processed import DATASET_SEED
-from ganpipe.stage import progress_disabled
-from ganpipe.streams import numpy_rng
+from ganpipe.pipeline.errors import GanpipeError, run_first
+from ganpipe.report.images import save_grid
+from ganpipe.pipeline.io import save_npz, write_json
+from ganpipe.pipeline.processed import DATASET_SEED
+from ganpipe.pipeline.stage import progress_disabled
+from ganpipe.pipeline.streams import numpy_rng
 
 RESIZE_CHUNK = 1024  # images resized per torch call: bounds the float32 working memory
 LUMINANCE_PER_MILLE = (299, 587, 114)  # ITU-R BT.601 weights of R, G, B
@@ -206,7 +206,7 @@ def preprocess(params: dict[str, Any]) -> None:
     names = class_names(manifest, multi_label)
     info = {
         "name": manifest["name"],
-        "task": manifest["task"],  # conditional training refuses multi-label data (ganpipe.labels)
+        "task": manifest["task"],  # conditional training refuses multi-label data (ganpipe.data.labels)
         "n_classes": len(names),
         "label_names": names,
         "channels": data["channels"],

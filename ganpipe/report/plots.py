@@ -19,13 +19,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from numpy.lib import format as npy_format
 
-from ganpipe import paths
-from ganpipe.errors import GanpipeError, run_first
-from ganpipe.images import make_grid
-from ganpipe.io import save_figure
-from ganpipe.params import model_config
-from ganpipe.processed import DATASET_SEED
-from ganpipe.streams import numpy_rng
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.errors import GanpipeError, run_first
+from ganpipe.pipeline.io import save_figure
+from ganpipe.pipeline.params import model_config
+from ganpipe.pipeline.processed import DATASET_SEED
+from ganpipe.pipeline.streams import numpy_rng
+from ganpipe.report.images import make_grid
 
 LOSSES_PNG = "losses.png"
 WASSERSTEIN_PNG = "wasserstein.png"
@@ -84,8 +84,13 @@ def plot_losses(losses: pd.DataFrame, path: Path, model: str) -> Path:
         (ax_d, "loss_d", "critic", CRITIC_COLOR),
     ):
         ax.plot(losses["epoch"], losses[column], color=color, alpha=0.25, linewidth=0.8)
-        lines += ax.plot(losses["epoch"], smooth(losses[column]), color=color, linewidth=2,
-                         label=f"{label} loss (smoothed)")
+        lines += ax.plot(
+            losses["epoch"],
+            smooth(losses[column]),
+            color=color,
+            linewidth=2,
+            label=f"{label} loss (smoothed)",
+        )
         ax.set_ylabel(f"{label} loss", color=color)
         ax.tick_params(axis="y", labelcolor=color)
     ax_g.set_xlabel("epoch")
@@ -193,8 +198,15 @@ def plot_fid(fid: pd.DataFrame, path: Path, model: str) -> Path:
     ax = figure.add_subplot()
     ax.plot(fid["epoch"], fid["fid"], marker="o", color="tab:green", label="FID")
     best = fid.loc[fid["fid"].idxmin()]
-    ax.scatter([best["epoch"]], [best["fid"]], s=120, facecolors="none", edgecolors="black", zorder=3,
-               label=f"best: {best['fid']:.2f} at epoch {best['epoch']:g}")
+    ax.scatter(
+        [best["epoch"]],
+        [best["fid"]],
+        s=120,
+        facecolors="none",
+        edgecolors="black",
+        zorder=3,
+        label=f"best: {best['fid']:.2f} at epoch {best['epoch']:g}",
+    )
     ax.set_title(f"FID during training, domain features ({model}; lower is better)")
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -216,8 +228,13 @@ def plot_class_histogram(
     figure = Figure(figsize=(9, max(3.5, 0.5 * len(names) + 1.5)), layout="constrained")
     ax = figure.add_subplot()
     ax.barh(positions - height / 2, histogram["real"], height, label="real", color="tab:gray")
-    ax.barh(positions + height / 2, histogram["generated"], height, label=f"generated ({model})",
-            color="tab:orange")
+    ax.barh(
+        positions + height / 2,
+        histogram["generated"],
+        height,
+        label=f"generated ({model})",
+        color="tab:orange",
+    )
     ax.set_yticks(positions, names)
     ax.invert_yaxis()  # first class on top, as in the info.json order
     ax.set_xlabel("fraction of images")
@@ -314,14 +331,27 @@ def draw_all(params: dict[str, Any]) -> list[Path]:
         rows = [np.flatnonzero(sample_labels == label)[:CLASS_GRID_COLUMNS] for label in range(n_classes)]
         chosen = sample_rows(paths.SAMPLES, "images", 0, indices=np.concatenate(rows))
         by_class = np.split(chosen, np.cumsum([len(row) for row in rows])[:-1])
-        written.append(plot_class_grid(by_class, _class_names(info, range(n_classes)),
-                                       figures_dir / CLASS_GRID_PNG, model, CLASS_GRID_COLUMNS))
+        written.append(
+            plot_class_grid(
+                by_class,
+                _class_names(info, range(n_classes)),
+                figures_dir / CLASS_GRID_PNG,
+                model,
+                CLASS_GRID_COLUMNS,
+            )
+        )
     fid = read_tsv(paths.FID_TSV) if paths.FID_TSV.exists() else pd.DataFrame()
     if len(fid):
         written.append(plot_fid(fid, figures_dir / FID_PNG, model))
     if paths.CLASS_HISTOGRAM_TSV.exists():
-        written.append(plot_class_histogram(read_tsv(paths.CLASS_HISTOGRAM_TSV), info.get("label_names", {}),
-                                            figures_dir / CLASS_HISTOGRAM_PNG, model))
+        written.append(
+            plot_class_histogram(
+                read_tsv(paths.CLASS_HISTOGRAM_TSV),
+                info.get("label_names", {}),
+                figures_dir / CLASS_HISTOGRAM_PNG,
+                model,
+            )
+        )
     for optional in (FID_PNG, CLASS_HISTOGRAM_PNG, CLASS_GRID_PNG):
         if figures_dir / optional not in written:
             (figures_dir / optional).unlink(missing_ok=True)

@@ -1,10 +1,10 @@
 """Feature extractors for the metrics, plugged into torch-fidelity.
 
-The table of extractors (`score.extractors` names) is ganpipe/extractors.py. Every extractor is a
+The table of extractors (`score.extractors` names) is ganpipe/measure/extractors.py. Every extractor is a
 torch-fidelity `FeatureExtractorBase` class, so every metric is computed by torch-fidelity's own code
 on its features:
 
-- `ganpipe-domain`: the domain classifier (ganpipe.classifier), registered here. Its penultimate
+- `ganpipe-domain`: the domain classifier (ganpipe.measure.classifier), registered here. Its penultimate
   layer (`features`) feeds FID, KID and precision/recall; its `logits` feed the Inception Score.
 - `inception-v3-compat`: torch-fidelity's standard InceptionV3 (`2048`, `logits_unbiased`), the one
   comparable with published numbers.
@@ -37,11 +37,11 @@ from torch_fidelity.helpers import vassert
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-from ganpipe.classifier import load_classifier
-from ganpipe.errors import GanpipeError, run_first
-from ganpipe.extractors import DOMAIN, EXTRACTORS, Extractor, weighted_extractors
-from ganpipe.processed import check_images
-from ganpipe.stage import progress_disabled
+from ganpipe.measure.classifier import load_classifier
+from ganpipe.measure.extractors import DOMAIN, EXTRACTORS, Extractor, weighted_extractors
+from ganpipe.pipeline.errors import GanpipeError, run_first
+from ganpipe.pipeline.processed import check_images
+from ganpipe.pipeline.stage import progress_disabled
 
 __all__ = ["EXTRACTORS", "Extractor"]  # re-exported: the scoring code takes the table from here
 

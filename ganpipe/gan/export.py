@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from ganpipe import paths
 from ganpipe.data.layout import write_npz
-from ganpipe.device import resolve_device
-from ganpipe.io import file_md5, write_json
-from ganpipe.params import model_config
-from ganpipe.processed import read_info
-from ganpipe.sample import conditioning_labels, generate, load_sampling_generator
+from ganpipe.gan.sample import conditioning_labels, generate, load_sampling_generator
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.device import resolve_device
+from ganpipe.pipeline.io import file_md5, write_json
+from ganpipe.pipeline.params import model_config
+from ganpipe.pipeline.processed import read_info
 
 SPLIT_KEYS = (("train", "num_train"), ("val", "num_val"), ("test", "num_test"))
 UNCONDITIONAL_REASON = (

@@ -26,15 +26,24 @@ from typing import Any
 
 import numpy as np
 
-from ganpipe import paths
-from ganpipe.compare import Experiment, finished_experiments
-from ganpipe.errors import GanpipeError
-from ganpipe.io import write_text
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.pipeline.io import write_text
+from ganpipe.report.compare import Experiment, finished_experiments
 
 RESULTS = Path("docs") / "results.md"
 SETTING_COLUMNS = (
-    "model", "loss", "conditional", "width", "augment", "data", "limit", "steps", "num_generated",
-    "code", "environment",
+    "model",
+    "loss",
+    "conditional",
+    "width",
+    "augment",
+    "data",
+    "limit",
+    "steps",
+    "num_generated",
+    "code",
+    "environment",
 )
 # Setting columns added after tables were written, whose "–" in a kept row means "not in that table"
 # (every run has arch.ngf and arch.ndf), not a value.
@@ -70,9 +79,19 @@ def setting(experiment: Experiment) -> tuple[Any, ...]:
     augment = ",".join(train.get("augment") or []) or "none"
     trained = experiment.metrics.get(paths.TRAIN_METRICS.as_posix(), {})
     num_generated = experiment.metrics.get(paths.SCORES.as_posix(), {}).get("num_generated")
-    return (model, config.get("loss"), config.get("conditional", "none"), width(params), augment, dataset,
-            data.get("limit"), trained.get("steps"), num_generated, experiment.baseline[:7],
-            trained.get("environment"))
+    return (
+        model,
+        config.get("loss"),
+        config.get("conditional", "none"),
+        width(params),
+        augment,
+        dataset,
+        data.get("limit"),
+        trained.get("steps"),
+        num_generated,
+        experiment.baseline[:7],
+        trained.get("environment"),
+    )
 
 
 def _value(experiment: Experiment, source: Path, key: str) -> float | None:
@@ -166,10 +185,12 @@ def table_rows(text: str, source: Path) -> list[dict[str, str]]:
     columns = _cells(lines[start])
     unknown = [column for column in columns if column not in COLUMNS]
     if unknown:
-        raise GanpipeError(f"{source}'s table has columns `ganpipe results` does not write "
-                           f"({', '.join(unknown)}); move the file aside or run without --keep-rows")
+        raise GanpipeError(
+            f"{source}'s table has columns `ganpipe results` does not write "
+            f"({', '.join(unknown)}); move the file aside or run without --keep-rows"
+        )
     rows = []
-    for line in lines[start + 2:]:  # past the header and its --- line
+    for line in lines[start + 2 :]:  # past the header and its --- line
         if not line.startswith("| "):
             break
         row = dict.fromkeys(COLUMNS, "–")
@@ -185,16 +206,23 @@ def merged_rows(rows: list[dict[str, Any]], earlier: list[dict[str, str]]) -> li
     others, so a rewrite from the same experiments replaces it rather than adding a twin that differs
     only there.
     """
+
     def covered(old: dict[str, str]) -> bool:
-        return any(all(_cell(row[column]) == old[column] for column in SETTING_COLUMNS
-                       if not (column in LATER_COLUMNS and old[column] == "–"))
-                   for row in rows)
+        return any(
+            all(
+                _cell(row[column]) == old[column]
+                for column in SETTING_COLUMNS
+                if not (column in LATER_COLUMNS and old[column] == "–")
+            )
+            for row in rows
+        )
 
     return [*rows, *(row for row in earlier if not covered(row))]
 
 
-def write_results(out: Path = RESULTS, all_commits: bool = False, keep_rows: bool = False,
-                  repo: Path = Path(".")) -> tuple[Path, list[dict[str, Any]]]:
+def write_results(
+    out: Path = RESULTS, all_commits: bool = False, keep_rows: bool = False, repo: Path = Path(".")
+) -> tuple[Path, list[dict[str, Any]]]:
     """Write the results table of `repo`'s experiments to `out` (a path of its own, not relative to
     `repo`), keeping its sections after the table; the path and the rows.
 

@@ -14,15 +14,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ganpipe import paths
-from ganpipe.device import resolve_device
-from ganpipe.images import save_grid
-from ganpipe.io import load_torch, save_npz
-from ganpipe.labels import class_prior, draw_labels, label_distribution
-from ganpipe.models import generator_from_checkpoint, to_uint8
-from ganpipe.processed import read_labels
-from ganpipe.stage import progress_disabled
-from ganpipe.streams import torch_generator
+from ganpipe.data.labels import class_prior, draw_labels, label_distribution
+from ganpipe.gan.models import generator_from_checkpoint, to_uint8
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.device import resolve_device
+from ganpipe.pipeline.io import load_torch, save_npz
+from ganpipe.pipeline.processed import read_labels
+from ganpipe.pipeline.stage import progress_disabled
+from ganpipe.pipeline.streams import torch_generator
+from ganpipe.report.images import save_grid
 
 GRID_COUNT = 64
 
@@ -70,7 +70,9 @@ def conditioning_labels(
 
 def sample(params: dict[str, Any]) -> None:
     cfg = params["sample"]
-    device = resolve_device()  # sampling is a measurement: the GPU when there is one (ganpipe.device)
+    device = (
+        resolve_device()
+    )  # sampling is a measurement: the GPU when there is one (ganpipe.pipeline.device)
     generator = load_sampling_generator(device)
     labels = conditioning_labels(generator, cfg["labels"], cfg["num_samples"], params["seed"])
     images = generate(generator, cfg["num_samples"], cfg["batch_size"], params["seed"], device, labels)

@@ -1,4 +1,4 @@
-"""GPU leases for parallel queue workers (ganpipe.distributed), on a simulated GPU count.
+"""GPU leases for parallel queue workers (ganpipe.gan.ddp), on a simulated GPU count.
 
 The workers are forked processes, as `dvc queue start -j N` runs stages in separate processes; each
 takes a lease through the real flock code. No GPU is needed: GANPIPE_GPU_COUNT simulates them.
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ganpipe import distributed
-from ganpipe.device import resolve_device
-from ganpipe.errors import GanpipeError
+from ganpipe.pipeline import leases
+from ganpipe.pipeline.device import resolve_device
+from ganpipe.pipeline.errors import GanpipeError
 
 FORK = multiprocessing.get_context("fork")  # the parent has torch imported already: forking is quick
 
@@ -25,15 +25,15 @@ FORK = multiprocessing.get_context("fork")  # the parent has torch imported alre
 @pytest.fixture(autouse=True)
 def lock_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "gpu-locks"
-    monkeypatch.setenv(distributed.LOCK_DIR_ENV, str(folder))
+    monkeypatch.setenv(leases.LOCK_DIR_ENV, str(folder))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.delenv(distributed.LEASE_ENV, raising=False)
+    monkeypatch.delenv(leases.LEASE_ENV, raising=False)
     return folder
 
 
 def _worker(gpus: list[str], results: multiprocessing.Queue) -> None:
     """A queue worker: lease a GPU, report it, then hold it until killed."""
-    indices, _descriptors = distributed.acquire_gpus(1, gpus, poll=0.05)
+    indices, _descriptors = leases.acquire_gpus(1, gpus, poll=0.05)
     results.put((os.getpid(), indices[0]))
     time.sleep(120)
 
@@ -72,87 +72,67 @@ def test_parallel_workers_get_distinct_gpus_wait_when_all_are_taken_and_survive_
 
 
 def test_lease_names_the_gpu_for_the_device_policy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(distributed.GPU_COUNT_ENV, "2")
-    other_worker, held = distributed.acquire_gpus(1, distributed.visible_gpus())  # takes GPU 0
+    monkeypatch.setenv(leases.GPU_COUNT_ENV, "2")
+    other_worker, held = leases.acquire_gpus(1, leases.visible_gpus())  # takes GPU 0
     try:
-        with distributed.gpu_lease() as leased:
+        with leases.gpu_lease() as leased:
             assert other_worker == [0] and leased == [1]
-            assert os.environ[distributed.LEASE_ENV] == "1"
+            assert os.environ[leases.LEASE_ENV] == "1"
             with monkeypatch.context() as patch:
                 patch.setattr(torch.cuda, "is_available", lambda: True)
                 assert resolve_device("auto") == torch.device("cuda", 1)
                 assert resolve_device("cuda") == torch.device("cuda", 1)
                 assert resolve_device("cpu") == torch.device("cpu")
             # A process started inside the lease inherits it and takes no second GPU.
-            with distributed.gpu_lease() as inherited:
+            with leases.gpu_lease() as inherited:
                 assert inherited == [1]
     finally:
-        distributed.release_gpus(held)
-    assert distributed.LEASE_ENV not in os.environ
-    with distributed.gpu_lease() as again:  # both released: the lowest GPU is free again
+        leases.release_gpus(held)
+    assert leases.LEASE_ENV not in os.environ
+    with leases.gpu_lease() as again:  # both released: the lowest GPU is free again
         assert again == [0]
 
 
 @pytest.mark.parametrize("count", ["0", "1"])
 def test_one_gpu_or_none_leases_nothing(count: str, monkeypatch, lock_folder: Path) -> None:
-    monkeypatch.setenv(distributed.GPU_COUNT_ENV, count)
-    with distributed.gpu_lease() as leased, distributed.gpu_lease() as also:
+    monkeypatch.setenv(leases.GPU_COUNT_ENV, count)
+    with leases.gpu_lease() as leased, leases.gpu_lease() as also:
         assert leased == also == []
-        assert distributed.LEASE_ENV not in os.environ
+        assert leases.LEASE_ENV not in os.environ
     assert not lock_folder.exists()
     assert resolve_device("cpu") == torch.device("cpu")
 
 
 def test_cpu_stage_leases_nothing(monkeypatch, lock_folder: Path) -> None:
-    monkeypatch.setenv(distributed.GPU_COUNT_ENV, "4")
-    with distributed.gpu_lease(enabled=False) as leased:
+    monkeypatch.setenv(leases.GPU_COUNT_ENV, "4")
+    with leases.gpu_lease(enabled=False) as leased:
         assert leased == []
     assert not lock_folder.exists()
 
 
 def test_multi_gpu_leases_are_all_or_nothing(monkeypatch) -> None:
     gpus = ["0", "1", "2"]
-    distributed._prepare_lock_dir()
-    held = distributed._try_lock("1")  # another worker holds GPU 1
+    leases._prepare_lock_dir()
+    held = leases._try_lock("1")  # another worker holds GPU 1
     try:
-        indices, descriptors = distributed.acquire_gpus(2, gpus, poll=0.01)
+        indices, descriptors = leases.acquire_gpus(2, gpus, poll=0.01)
         assert indices == [0, 2]
-        distributed.release_gpus(descriptors)
+        leases.release_gpus(descriptors)
     finally:
-        distributed.release_gpus([held])
+        leases.release_gpus([held])
     with pytest.raises(GanpipeError, match="4 GPUs wanted but this machine has 3"):
-        distributed.acquire_gpus(4, gpus)
+        leases.acquire_gpus(4, gpus)
 
 
 def test_locks_are_named_by_the_visible_devices_physical_ids(monkeypatch, lock_folder: Path) -> None:
     # A worker restricted to physical GPUs 2 and 3 locks "2.lock"/"3.lock", as an unrestricted one would.
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    monkeypatch.setenv(distributed.GPU_COUNT_ENV, "2")
-    assert distributed.visible_gpus() == ["2", "3"]
-    with distributed.gpu_lease() as leased:
+    monkeypatch.setenv(leases.GPU_COUNT_ENV, "2")
+    assert leases.visible_gpus() == ["2", "3"]
+    with leases.gpu_lease() as leased:
         assert leased == [0]  # torch index 0 of this process = physical GPU 2
         assert sorted(p.name for p in lock_folder.iterdir()) == ["2.lock"]
         assert (lock_folder / "2.lock").read_text().split()[0] == str(os.getpid())
-    monkeypatch.setenv(distributed.GPU_COUNT_ENV, "two")
+    monkeypatch.setenv(leases.GPU_COUNT_ENV, "two")
     with pytest.raises(GanpipeError, match="GANPIPE_GPU_COUNT='two' is not an integer"):
-        distributed.visible_gpus()
-
-
-def test_data_parallel_settings_that_cannot_split_are_refused_in_one_line(monkeypatch) -> None:
-    from conftest import tiny_params
-
-    monkeypatch.setattr(distributed, "_RANKS", distributed.Ranks(rank=1, world_size=2, local_rank=1))
-    params = tiny_params(train__batch_size=32)
-    local = distributed.local_params(params)
-    assert local["train"]["batch_size"] == 16 and not local["train"]["cuda_graphs"]
-    assert params["train"]["batch_size"] == 32  # the caller's params are left alone
-    assert distributed.ranks().batch_slice(32) == slice(16, 32)
-    for overrides, message in (
-        ({"train__batch_size": 33}, "train.batch_size = 33 does not split into train.world_size = 2"),
-        ({"train__compile": True}, "train.compile = true with train.world_size = 2"),
-        ({"train__augment": ["color"]}, "train.augment with train.world_size = 2 is not supported"),
-    ):
-        with pytest.raises(GanpipeError, match=message):
-            distributed.local_params(tiny_params(**overrides))
-    with pytest.raises(GanpipeError, match=r"train.world_size = 1, but train.world_size = 2; set train"):
-        distributed.check_world_size(1, Path("ck/checkpoint.pt"))
+        leases.visible_gpus()

@@ -282,8 +282,13 @@ def build_models(
         arch["nz"], arch["ngf"], channels, size, model_cfg["spectral_norm_g"], n_classes, conditional
     )
     critic = Critic(
-        arch["ndf"], channels, size, model_cfg["spectral_norm_d"], model_cfg["dropout_d"],
-        n_classes, conditional,
+        arch["ndf"],
+        channels,
+        size,
+        model_cfg["spectral_norm_d"],
+        model_cfg["dropout_d"],
+        n_classes,
+        conditional,
     )
     init_dcgan_weights(generator)
     init_dcgan_weights(critic)

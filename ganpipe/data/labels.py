@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ganpipe.data.base import MULTI_LABEL
-from ganpipe.errors import ParamsError
+from ganpipe.pipeline.errors import ParamsError
 
 NO_CONDITIONING = "none"
 LABEL_MODES = ("prior", "uniform")

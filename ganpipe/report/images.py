@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from ganpipe.processed import check_images
+from ganpipe.pipeline.processed import check_images
 
 
 def make_grid(images: np.ndarray, nrow: int = 8, padding: int = 2, pad_value: int = 255) -> np.ndarray:
@@ -27,7 +27,7 @@ def save_grid(path: str | os.PathLike[str], images: np.ndarray, nrow: int = 8) -
     """Write a grid of uint8 (N, C, H, W) images as a PNG, atomically."""
     from PIL import Image
 
-    from ganpipe.io import atomic_open
+    from ganpipe.pipeline.io import atomic_open
 
     grid = make_grid(images, nrow=nrow)
     picture = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)

@@ -7,7 +7,7 @@ the classifier alone takes minutes on a small CPU. CPU results are bit-identical
 results may differ in the last bits.
 
 When several experiments share a machine with several GPUs, the stage holds a lease on one
-(`ganpipe.distributed.gpu_lease`), which names it in GANPIPE_CUDA_DEVICE: "cuda" then means that
+(`ganpipe.gan.ddp.gpu_lease`), which names it in GANPIPE_CUDA_DEVICE: "cuda" then means that
 GPU, so parallel queue workers never pile onto cuda:0.
 """
 
@@ -17,10 +17,10 @@ import os
 
 import torch
 
-from ganpipe.errors import ParamsError
-from ganpipe.params import DEVICES
+from ganpipe.pipeline.errors import ParamsError
+from ganpipe.pipeline.params import DEVICES
 
-LEASE_ENV = "GANPIPE_CUDA_DEVICE"  # set by ganpipe.distributed.gpu_lease: the leased GPU's torch index
+LEASE_ENV = "GANPIPE_CUDA_DEVICE"  # set by ganpipe.gan.ddp.gpu_lease: the leased GPU's torch index
 
 
 def _cuda() -> torch.device:

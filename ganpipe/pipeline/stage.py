@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from ganpipe.errors import GanpipeError
+from ganpipe.pipeline.errors import GanpipeError
 
 
 def run_stage(main: Callable[[], None]) -> None:

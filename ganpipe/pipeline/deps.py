@@ -1,7 +1,8 @@
 """The code each stage runs: the import closure of its stage script inside the ganpipe package.
 
 One source for two lists that must never go stale: the `deps` of every stage in dvc.yaml (checked by
-`python -m ganpipe.deps` and by the test suite) and the code part of the train stage's checkpoint key.
+`python -m ganpipe.pipeline.deps` and by the test suite) and the code part of the train
+stage's checkpoint key.
 The closure follows every `import` statement, those inside functions included, because a lazy import
 (FID during training imports the scoring code) is still code the stage can run. Depending on exactly
 the closure, rather than on the whole package, keeps a change to the plots from retraining a GAN.
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = "ganpipe"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _module_file(module: str, root: Path) -> Path | None:
@@ -41,12 +42,12 @@ def _imported_modules(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = package_parts[: len(package_parts) - node.level + 1]
-                base = ".".join(parts[parts.index(PACKAGE):]) if PACKAGE in parts else ""
+                base = ".".join(parts[parts.index(PACKAGE) :]) if PACKAGE in parts else ""
                 module = ".".join(filter(None, [base, node.module]))
             else:
                 module = node.module or ""
             found.add(module)
-            # `from ganpipe import paths` imports the submodule ganpipe.paths.
+            # `from ganpipe import paths` imports the submodule ganpipe.pipeline.paths.
             found.update(f"{module}.{alias.name}" for alias in node.names)
     return found
 
@@ -143,7 +144,7 @@ def _stage_script(cmd: str) -> str | None:
 
 
 def main() -> None:
-    """`python -m ganpipe.deps [--write]`: list what dvc.yaml misses (exit 1), or print each stage's
+    """`python -m ganpipe.pipeline.deps [--write]`: list what dvc.yaml misses (exit 1), or print each stage's
     closure; `--write` first regenerates the code deps of every stage."""
     import yaml
 

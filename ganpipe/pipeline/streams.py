@@ -58,7 +58,7 @@ def _name_words(name: str) -> list[int]:
 def stream_seed(seed: int, name: str, epoch: int | None = None) -> int:
     """A 63-bit seed for stream `name` of experiment seed `seed` (and `epoch`, for per-epoch streams)."""
     if name not in STREAMS:
-        raise ValueError(f"unknown random stream {name!r}; add it to ganpipe.streams.STREAMS")
+        raise ValueError(f"unknown random stream {name!r}; add it to ganpipe.pipeline.streams.STREAMS")
     if seed < 0 or (epoch is not None and epoch < 0):
         raise ValueError(f"stream seeds need seed >= 0 and epoch >= 0, got seed={seed}, epoch={epoch}")
     # The epoch slot is 0 for stream-wide draws and epoch + 1 otherwise, so epoch 0 != no epoch.

@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ganpipe import paths
-from ganpipe.errors import GanpipeError
-from ganpipe.io import save_figure, write_text
-from ganpipe.params import PARAMS_FILE
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.pipeline.io import save_figure, write_text
+from ganpipe.pipeline.params import PARAMS_FILE
 
 WORKSPACE = "workspace"
 UNFINISHED_STATES = {"queued": "queued, not run yet", "running": "still running"}
@@ -172,8 +172,14 @@ def collect_experiments(document: list[dict[str, Any]]) -> tuple[list[Experiment
                 experiments.append(found)
     workspace = next((e for e in experiments if e.rev == WORKSPACE), None)
     if workspace is not None:
-        twin = next((e for e in experiments if e is not workspace and e.params == workspace.params
-                     and e.metrics == workspace.metrics), None)
+        twin = next(
+            (
+                e
+                for e in experiments
+                if e is not workspace and e.params == workspace.params and e.metrics == workspace.metrics
+            ),
+            None,
+        )
         if twin is not None:
             experiments.remove(workspace)
             skipped.append(f"{WORKSPACE}: same params and metrics as {twin.name}, listed once")
@@ -202,8 +208,10 @@ def finished_experiments(
     workspace = next((e for e in experiments if e.rev == WORKSPACE), None)
     if workspace is not None and not workspace_is_current(repo):  # `dvc status` only when it matters
         experiments.remove(workspace)
-        skipped.append(f"{WORKSPACE}: `dvc status` lists changes, so its metrics may not come from its "
-                       "params.yaml; run `dvc repro` (or `dvc checkout`) to list it")
+        skipped.append(
+            f"{WORKSPACE}: `dvc status` lists changes, so its metrics may not come from its "
+            "params.yaml; run `dvc repro` (or `dvc checkout`) to list it"
+        )
     return experiments, skipped
 
 
@@ -237,8 +245,11 @@ def markdown_report(table: pd.DataFrame, skipped: list[str]) -> str:
     sample_counts = table["num_generated"].dropna().unique()
     if len(sample_counts) > 1:
         counts = ", ".join(map(_cell, sample_counts))
-        lines += ["", f"**Warning:** the rows were scored on different sample counts ({counts}); FID is "
-                  "biased by N, so compare only rows with equal num_generated."]
+        lines += [
+            "",
+            f"**Warning:** the rows were scored on different sample counts ({counts}); FID is "
+            "biased by N, so compare only rows with equal num_generated.",
+        ]
     if skipped:
         lines += ["", "Not in the table:", ""] + [f"- {note}" for note in skipped]
     return "\n".join(lines) + "\n"
@@ -266,8 +277,14 @@ def plot_comparison(table: pd.DataFrame, path: Path) -> Path:
         ax.set_title(title)
         ax.set_ylabel(column)
         if stats.empty:
-            ax.text(0.5, 0.5, f"no {column} in {paths.SCORES.as_posix()}", ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                f"no {column} in {paths.SCORES.as_posix()}",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
             continue
         positions = np.arange(len(stats))
         spread = stats["std"].fillna(0)  # one experiment: no spread to show
@@ -275,8 +292,15 @@ def plot_comparison(table: pd.DataFrame, path: Path) -> Path:
         ax.set_xticks(positions, stats.index)
         for position, mean, std, count in zip(positions, stats["mean"], spread, stats["count"], strict=True):
             label = f"{mean:.3g} ± {std:.2g}" if count > 1 else f"{mean:.3g}"
-            ax.annotate(f"{label}\nn={count}", (position, mean + std), xytext=(0, 4),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=9)
+            ax.annotate(
+                f"{label}\nn={count}",
+                (position, mean + std),
+                xytext=(0, 4),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=9,
+            )
         ax.margins(y=0.2)
         ax.grid(axis="y", alpha=0.3)
     figure.suptitle("Models compared across experiments (error bars: std over experiments, e.g. seeds)")

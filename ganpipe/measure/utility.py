@@ -1,7 +1,7 @@
 """Does the synthetic data help? Train on synthetic, test on real (Classification Accuracy Score,
 Ravuri & Vinyals 2019), against train on real, test on real.
 
-The recipe, one for every arm: the domain classifier's network and training (`ganpipe.classifier`:
+The recipe, one for every arm: the domain classifier's network and training (`ganpipe.measure.classifier`:
 a small CNN, AdamW with a one-cycle schedule, shift augmentation, label smoothing, the `classifier.*`
 settings) for `utility.epochs` epochs. It is the project's tuned small CNN, cheap enough on a CPU to
 train 5 arms × 3 seeds in minutes, and it already selects its weights on a validation split.
@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ganpipe import paths
-from ganpipe.classifier import evaluate, train_classifier
-from ganpipe.device import resolve_device
-from ganpipe.errors import run_first
-from ganpipe.io import save_figure, write_json, write_text
-from ganpipe.processed import check_images, read_info, read_split, stratified_subset
-from ganpipe.streams import numpy_rng, stream_seed
+from ganpipe.measure.classifier import evaluate, train_classifier
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.device import resolve_device
+from ganpipe.pipeline.errors import run_first
+from ganpipe.pipeline.io import save_figure, write_json, write_text
+from ganpipe.pipeline.processed import check_images, read_info, read_split, stratified_subset
+from ganpipe.pipeline.streams import numpy_rng, stream_seed
 
 ARMS = ("trtr", "tstr", "mixed", "low", "low_mixed")
 ARM_TITLES = {
@@ -139,16 +139,19 @@ def plot_arms(metrics: dict[str, Any]) -> None:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(loc="lower right")
         ratio = metrics["tstr_ratio"]
-        ax.set_title(f"Train on synthetic, test on real: TSTR / TRTR accuracy = {ratio:.3f} "
-                     f"({metrics['seeds']} seeds)")
+        ax.set_title(
+            f"Train on synthetic, test on real: TSTR / TRTR accuracy = {ratio:.3f} ({metrics['seeds']} seeds)"
+        )
     save_figure(paths.UTILITY_FIGURE, figure)
 
 
 def _arms_tsv(metrics: dict[str, Any]) -> str:
     rows = ["arm\taccuracy\taccuracy_std\tbalanced_accuracy\tauc"]
     for arm in ARMS:
-        values = [metrics[f"{arm}_{m}"] for m in ("accuracy_mean", "accuracy_std", "balanced_accuracy_mean",
-                                                   "auc_mean")]
+        values = [
+            metrics[f"{arm}_{m}"]
+            for m in ("accuracy_mean", "accuracy_std", "balanced_accuracy_mean", "auc_mean")
+        ]
         rows.append("\t".join([arm, *("" if v is None else f"{v:.6f}" for v in values)]))
     return "\n".join(rows) + "\n"
 
@@ -160,8 +163,9 @@ def measure_utility(params: dict[str, Any]) -> dict[str, Any]:
     synthetic = load_synthetic()
     if synthetic is None:
         metrics = _empty_metrics(
-            params, f"model {params['model']!r} is unconditional: its samples carry no labels to train on; "
-            "set models.<model>.conditional to measure utility"
+            params,
+            f"model {params['model']!r} is unconditional: its samples carry no labels to train on; "
+            "set models.<model>.conditional to measure utility",
         )
     else:
         metrics = _run_arms(params, synthetic)
@@ -193,8 +197,11 @@ def _run_arms(params: dict[str, Any], synthetic: Arrays) -> dict[str, Any]:
     val_images, val_labels = read_split(paths.PROCESSED_VAL)
     test_images, test_labels = read_split(paths.PROCESSED_TEST)
     if synthetic[0].shape[1:] != real[0].shape[1:]:
-        raise run_first(paths.SAMPLES, "sample", f"holds images of shape {synthetic[0].shape[1:]}, the "
-                        f"data's are {real[0].shape[1:]}")
+        raise run_first(
+            paths.SAMPLES,
+            "sample",
+            f"holds images of shape {synthetic[0].shape[1:]}, the data's are {real[0].shape[1:]}",
+        )
     cfg, recipe = params["utility"], params["classifier"]
     _warn_if_short(len(synthetic[1]), len(real[1]), cfg["synthetic_ratio"])
     device = resolve_device()
@@ -203,13 +210,20 @@ def _run_arms(params: dict[str, Any], synthetic: Arrays) -> dict[str, Any]:
     for run in range(cfg["seeds"]):
         for arm, (images, labels) in arm_data(real, synthetic, n_classes, params, run).items():
             trained = train_classifier(
-                images, labels, n_classes,
+                images,
+                labels,
+                n_classes,
                 val_images=val_images if len(val_images) else None,
                 val_labels=val_labels if len(val_labels) else None,
-                epochs=cfg["epochs"], batch_size=recipe["batch_size"], lr=recipe["lr"],
-                weight_decay=recipe["weight_decay"], dropout=recipe["dropout"],
-                label_smoothing=recipe["label_smoothing"], augment=recipe["augment"],
-                seed=stream_seed(params["seed"], "utility.seed", run), device=device,
+                epochs=cfg["epochs"],
+                batch_size=recipe["batch_size"],
+                lr=recipe["lr"],
+                weight_decay=recipe["weight_decay"],
+                dropout=recipe["dropout"],
+                label_smoothing=recipe["label_smoothing"],
+                augment=recipe["augment"],
+                seed=stream_seed(params["seed"], "utility.seed", run),
+                device=device,
             )
             results[arm].append(evaluate(trained.model, test_images, test_labels, device))
             metrics[f"{arm}_n_train"] = len(labels)

@@ -83,7 +83,7 @@ def load_torch(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
     """Load a torch file written by ganpipe. Pickled code payloads are refused (weights_only)."""
     import torch
 
-    from ganpipe.errors import GanpipeError, run_first
+    from ganpipe.pipeline.errors import GanpipeError, run_first
 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -31,25 +31,26 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ganpipe import distributed, paths
-from ganpipe.augment import DiffAugment
-from ganpipe.checkpoint import load_checkpoint, prepare_checkpoint_dir
-from ganpipe.deps import code_digest
-from ganpipe.device import resolve_device
-from ganpipe.errors import GanpipeError, ParamsError, run_first
-from ganpipe.io import file_md5, save_npz, save_torch, write_json, write_text
-from ganpipe.labels import check_conditional_data, class_prior, draw_labels, is_conditional
-from ganpipe.losses import LOSSES, gradient_penalty
-from ganpipe.models import build_models, to_uint8
-from ganpipe.params import model_config
-from ganpipe.processed import read_info, read_split
-from ganpipe.stage import progress_disabled
-from ganpipe.streams import seed_globals, torch_generator
+from ganpipe.data.labels import check_conditional_data, class_prior, draw_labels, is_conditional
+from ganpipe.gan import ddp
+from ganpipe.gan.augment import DiffAugment
+from ganpipe.gan.checkpoint import load_checkpoint, prepare_checkpoint_dir
+from ganpipe.gan.losses import LOSSES, gradient_penalty
+from ganpipe.gan.models import build_models, to_uint8
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.deps import code_digest
+from ganpipe.pipeline.device import resolve_device
+from ganpipe.pipeline.errors import GanpipeError, ParamsError, run_first
+from ganpipe.pipeline.io import file_md5, save_npz, save_torch, write_json, write_text
+from ganpipe.pipeline.params import model_config
+from ganpipe.pipeline.processed import read_info, read_split
+from ganpipe.pipeline.stage import progress_disabled
+from ganpipe.pipeline.streams import seed_globals, torch_generator
 
 FIXED_NOISE_COUNT = 16  # samples per epoch in the epoch-progression grid
 LOG_COLUMNS = ("step", "epoch", "loss_g", "loss_d", "wasserstein", "gp")
 FINAL_WINDOW = 50  # train.json reports losses averaged over the last this-many generator steps
-TRAIN_SCRIPT = "stages/train.py"  # its import closure (ganpipe.deps) keys the checkpoints
+TRAIN_SCRIPT = "stages/train.py"  # its import closure (ganpipe.pipeline.deps) keys the checkpoints
 
 
 def run_key(params: dict[str, Any], device: torch.device, data_md5: str) -> str:
@@ -58,7 +59,7 @@ def run_key(params: dict[str, Any], device: torch.device, data_md5: str) -> str:
         k: v
         for k, v in params["train"].items()
         # world_size is left out on purpose: a resume with another one is refused in one line
-        # (distributed.check_world_size) instead of silently starting afresh.
+        # (ddp.check_world_size) instead of silently starting afresh.
         if k not in ("checkpoint_every", "checkpoint_dir", "tensorboard", "world_size")
     }
     shaped_by = {
@@ -190,8 +191,11 @@ class Run:
         self.sample_epochs.append(epoch)
         while len(self.sample_epochs) > most:
             self.sample_stride *= 2
-            kept = [index for index, kept_epoch in enumerate(self.sample_epochs)
-                    if kept_epoch % self.sample_stride == 0 or (last and kept_epoch == epoch)]
+            kept = [
+                index
+                for index, kept_epoch in enumerate(self.sample_epochs)
+                if kept_epoch % self.sample_stride == 0 or (last and kept_epoch == epoch)
+            ]
             self.epoch_samples = [self.epoch_samples[index] for index in kept]
             self.sample_epochs = [self.sample_epochs[index] for index in kept]
 
@@ -294,7 +298,7 @@ class Steps:
             self.real_labels = torch.zeros(batch, dtype=torch.int64, device=device)
             self.gen_labels = torch.zeros(batch, dtype=torch.int64, device=device)
         # DiffAugment (train.augment): T on every critic input; its random parameters are drawn from
-        # run.noise into fixed buffers before each update, like the noise (ganpipe.augment).
+        # run.noise into fixed buffers before each update, like the noise (ganpipe.gan.augment).
         policy, side = train_cfg["augment"], images.shape[-1]
         self.augment_critic = DiffAugment(policy, 2 * batch, side, device) if policy else None
         self.augment_generator = DiffAugment(policy, batch, side, device) if policy else None
@@ -314,24 +318,25 @@ class Steps:
         torch.index_select(self.images, 0, indices, out=self.real_uint8)
         if self.conditional:
             torch.index_select(self.labels, 0, indices, out=self.real_labels)
-        # Data-parallel: each rank keeps its rows of the global batch's draw (distributed.draw_).
-        distributed.draw_(self.z_critic, lambda z: z.normal_(generator=self.run.noise))
+        # Data-parallel: each rank keeps its rows of the global batch's draw (ddp.draw_).
+        ddp.draw_(self.z_critic, lambda z: z.normal_(generator=self.run.noise))
         with_penalty = is_penalty_step(self.run.step, self.gp_lambda, self.gp_every)
         if with_penalty:
             # Drawn only on penalty steps, after z: with gp_every 1 the draws are the same as ever.
-            distributed.draw_(self.alpha, lambda alpha: alpha.uniform_(generator=self.run.noise))
+            ddp.draw_(self.alpha, lambda alpha: alpha.uniform_(generator=self.run.noise))
         if self.augment_critic is not None:
             self.augment_critic.draw(self.run.noise)
         self.last_critic = "critic_gp" if with_penalty else "critic"
         self._execute(self.last_critic, lambda: self._critic_update(with_penalty))
 
     def generator_step(self) -> None:
-        distributed.draw_(self.z_generator, lambda z: z.normal_(generator=self.run.noise))
+        ddp.draw_(self.z_generator, lambda z: z.normal_(generator=self.run.noise))
         if self.conditional:
             # On the device, into the fixed buffer: no host sync, and the graphs read the same address.
-            distributed.draw_(self.gen_labels, lambda out: torch.multinomial(
-                self.prior, len(out), True, generator=self.run.noise, out=out
-            ))
+            ddp.draw_(
+                self.gen_labels,
+                lambda out: torch.multinomial(self.prior, len(out), True, generator=self.run.noise, out=out),
+            )
         if self.augment_generator is not None:
             self.augment_generator.draw(self.run.noise)
         self._execute("generator", self._generator_update)
@@ -491,9 +496,9 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
     cfg, train_cfg = model_config(params), params["train"]
     world_size = train_cfg["world_size"]
     if world_size > 1:  # a torchrun rank (stages/train.py starts them): join the group, its device
-        ranks, device = distributed.setup(train_cfg["device"], world_size)
+        ranks, device = ddp.setup(train_cfg["device"], world_size)
     else:
-        ranks, device = distributed.ranks(), resolve_device(train_cfg["device"])
+        ranks, device = ddp.ranks(), resolve_device(train_cfg["device"])
     prepare_checkpoint_dir(train_cfg["checkpoint_dir"])  # before loading data: fail in the first second
     images, labels, info = _load_training_images(device)
     _check_options(params, device, len(images))
@@ -510,21 +515,24 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
     prior = class_prior(labels.cpu().numpy(), info["n_classes"])
     run = Run(params, device, info["channels"], info["size"], prior)
     if world_size > 1:
-        distributed.seed_rank(params["seed"])  # before a resume restores this rank's RNG states
+        ddp.seed_rank(params["seed"])  # before a resume restores this rank's RNG states
     state = load_checkpoint(checkpoint, map_location=device)  # None: none, or a corrupt one set aside
     if state is not None:
-        run.load_state_dict(distributed.resume_state(state, checkpoint))
+        run.load_state_dict(ddp.resume_state(state, checkpoint))
         print(f"resuming from {checkpoint} at step {run.step}/{total_steps}", file=sys.stderr)
 
     if world_size > 1:  # each rank's steps hold its share of the batch; G and D through DDP
-        steps = Steps(run, distributed.local_params(params), images, labels)
-        distributed.wrap_models(steps, run.generator, run.critic)
+        steps = Steps(run, ddp.local_params(params), images, labels)
+        ddp.wrap_models(steps, run.generator, run.critic)
     else:
         steps = Steps(run, params, images, labels)
     writer = _tensorboard_writer(params, key, run.step) if ranks.is_main else None  # rank 0 writes
     quiet = progress_disabled()
     bar = tqdm(
-        total=total_steps, initial=run.step, desc=f"train {params['model']}", unit="step",
+        total=total_steps,
+        initial=run.step,
+        desc=f"train {params['model']}",
+        unit="step",
         disable=quiet or not ranks.is_main,
     )
     order = None
@@ -543,7 +551,7 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
             # One device sync per generator step reads the log row and the divergence guard together.
             loss_g, loss_d, gap, penalty, finite = steps.read_losses()
             if world_size > 1:  # the global batch's losses; every rank stops on a bad one together
-                loss_g, loss_d, gap, penalty, all_finite = distributed.mean_over_ranks(
+                loss_g, loss_d, gap, penalty, all_finite = ddp.mean_over_ranks(
                     [loss_g, loss_d, gap, penalty, float(finite)]
                 )
                 finite = all_finite == 1.0
@@ -579,7 +587,7 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
             run.wall_seconds += time.perf_counter() - wall_start
             wall_start = time.perf_counter()
             if checkpoint_due:
-                state = distributed.checkpoint_state(run.state_dict())  # every rank's RNG states
+                state = ddp.checkpoint_state(run.state_dict())  # every rank's RNG states
                 if ranks.is_main:
                     save_torch(checkpoint, state)
             step_start = time.perf_counter()
@@ -589,11 +597,11 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
 
     run.wall_seconds += time.perf_counter() - wall_start
     if not ranks.is_main:
-        distributed.teardown()
+        ddp.teardown()
         return {}
     metrics = _write_outputs(run, params, steps_per_epoch, batch)
     checkpoint.unlink(missing_ok=True)  # outputs are complete; a finished run needs no resume point
-    distributed.teardown()
+    ddp.teardown()
     return metrics
 
 
@@ -605,13 +613,13 @@ def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, qui
         samples = run.generate(run.fixed_noise, run.fixed_labels)
         run.keep_epoch_samples(epoch, samples, params["train"]["epoch_grids"], last)
         if writer is not None:
-            from ganpipe.images import make_grid
+            from ganpipe.report.images import make_grid
 
             writer.add_image("samples", make_grid(samples.numpy(), nrow=4), epoch, dataformats="HWC")
     eval_every = params["train"]["eval_every"]
     fid_text = ""
     if eval_every is not None and epoch % eval_every == 0:
-        from ganpipe.score import domain_fid
+        from ganpipe.measure.score import domain_fid
 
         # A separate noise source, so evaluating never shifts the training draws.
         noise = torch_generator(params["seed"], "train.eval_noise", epoch)
@@ -650,10 +658,17 @@ def numeric_environment(device: torch.device) -> str:
     and one torch thread against two gave other weights for the same run.
     """
     # torch's own string: it carries the build (+cu130, +cpu), whose kernels differ too.
-    packages = ", ".join([f"torch {torch.__version__}",
-                          *(f"{name} {version(name)}" for name in ("numpy", "scipy", "torch-fidelity"))])
-    kernels = (f"cuda {torch.cuda.get_device_name(device)}" if device.type == "cuda"
-               else f"cpu {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads")
+    packages = ", ".join(
+        [
+            f"torch {torch.__version__}",
+            *(f"{name} {version(name)}" for name in ("numpy", "scipy", "torch-fidelity")),
+        ]
+    )
+    kernels = (
+        f"cuda {torch.cuda.get_device_name(device)}"
+        if device.type == "cuda"
+        else f"cpu {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+    )
     return f"{packages}, {kernels}"
 
 

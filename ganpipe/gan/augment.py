@@ -21,7 +21,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("color", "translation", "cutout")
+from ganpipe.gan.catalog import AUGMENT_OPS
+
+POLICIES = AUGMENT_OPS  # the names live in ganpipe.gan.catalog (params validation reads them)
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
 # Columns of the uniform draw per image: brightness, saturation, contrast, shift x, shift y,

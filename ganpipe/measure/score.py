@@ -26,10 +26,7 @@ from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, i
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
-from ganpipe import paths
-from ganpipe.device import resolve_device
-from ganpipe.errors import GanpipeError, run_first
-from ganpipe.features import (
+from ganpipe.measure.features import (
     EXTRACTORS,
     Extractor,
     create_extractor,
@@ -37,9 +34,12 @@ from ganpipe.features import (
     extract_features,
     resolved_weights,
 )
-from ganpipe.io import file_md5, save_npz, write_json, write_text
-from ganpipe.processed import DATASET_SEED, check_images, read_info, read_split, stratified_subset
-from ganpipe.streams import numpy_rng
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.device import resolve_device
+from ganpipe.pipeline.errors import GanpipeError, run_first
+from ganpipe.pipeline.io import file_md5, save_npz, write_json, write_text
+from ganpipe.pipeline.processed import DATASET_SEED, check_images, read_info, read_split, stratified_subset
+from ganpipe.pipeline.streams import numpy_rng
 
 REFERENCE_META = paths.REFERENCE_DIR / "reference.json"
 TRAIN_REFERENCE = paths.TRAIN_REFERENCE_DIR / "domain.npz"
@@ -378,8 +378,10 @@ def score_samples(params: dict[str, Any]) -> dict[str, Any]:
         )
     if images.shape[1:] != (info["channels"], info["size"], info["size"]):
         raise run_first(
-            paths.SAMPLES, "sample", f"holds images of shape {images.shape[1:]}, the data's are "
-            f"{(info['channels'], info['size'], info['size'])}"
+            paths.SAMPLES,
+            "sample",
+            f"holds images of shape {images.shape[1:]}, the data's are "
+            f"{(info['channels'], info['size'], info['size'])}",
         )
     num_real = meta["num_real"]
     kid_subset_size = min(KID_MAX_SUBSET_SIZE, len(images), num_real)

@@ -1,9 +1,9 @@
 """The table of feature extractors that `score.extractors` may name.
 
 Plain data without torch: params validation, which every stage runs, reads the names from here.
-Keeping the table out of ganpipe/features.py keeps torch-fidelity, timm and the classifier out of
+Keeping the table out of ganpipe/measure/features.py keeps torch-fidelity, timm and the classifier out of
 every stage's import closure (and so out of its dvc.yaml code deps): a scoring change must not re-run
-preprocess or training. ganpipe/features.py registers the `ganpipe-*` classes and does the work.
+preprocess or training. ganpipe/measure/features.py registers the `ganpipe-*` classes and does the work.
 
 Adding one of torch-fidelity's registered extractors is one `Extractor(...)` entry below; an
 architecture ganpipe builds itself (like DINOv2 from a local file) also needs its class in features.py.
@@ -22,7 +22,7 @@ class Extractor:
     """How ganpipe uses one feature extractor."""
 
     key: str  # its name in score.extractors / score.weights; reference file data/reference/<key>.npz
-    name: str  # torch-fidelity registry name (the ganpipe-* ones are registered by ganpipe.features)
+    name: str  # torch-fidelity registry name (the ganpipe-* ones are registered by ganpipe.measure.features)
     feature_layer: str  # for FID, KID, precision/recall
     logits_layer: str | None  # class logits for the Inception Score; None: no IS keys
     weights_url: str | None  # None: the pipeline makes the weights (the domain classifier)

@@ -15,10 +15,11 @@ from typing import Any
 
 import yaml
 
-from ganpipe.errors import ParamsError
+from ganpipe.gan.catalog import AUGMENT_OPS, LOSS_OPTIONS, check_model_options
+from ganpipe.pipeline.errors import ParamsError
 
 PARAMS_FILE = "params.yaml"
-# train.device; ganpipe.device resolves them. Kept here so that reading params does not import torch
+# train.device; ganpipe.pipeline.device resolves them. Kept here so that reading params does not import torch
 # (about 2 s per stage process on a small CPU, for stages such as download, preprocess and plots).
 DEVICES = ("auto", "cpu", "cuda")
 SIZES = (28, 64, 128, 224)
@@ -101,11 +102,9 @@ def readable_path(key: str, value: Any) -> None:
 
 
 def augment_policy(key: str, value: Any) -> None:
-    from ganpipe.augment import POLICIES
-
     distinct = isinstance(value, list) and len(set(map(str, value))) == len(value)
-    if not (distinct and all(op in POLICIES for op in value)):
-        _fail(key, value, f"a list of distinct DiffAugment ops among {', '.join(POLICIES)} ([] is off)")
+    if not (distinct and all(op in AUGMENT_OPS for op in value)):
+        _fail(key, value, f"a list of distinct DiffAugment ops among {', '.join(AUGMENT_OPS)} ([] is off)")
 
 
 def betas(key: str, value: Any) -> None:
@@ -128,7 +127,7 @@ MODEL_SCHEMA: dict[str, Check] = {
     "dropout_d": number(0, 1, high_open=True),
     "label_smoothing": number(0, 0.5),
     "ema_decay": optional(number(0, 1, low_open=True, high_open=True)),
-    "conditional": choice("none", "projection", "acgan"),  # class conditioning (ganpipe.models)
+    "conditional": choice("none", "projection", "acgan"),  # class conditioning (ganpipe.gan.models)
     "acgan_weight": number(0),  # weight of the auxiliary classifier's cross-entropy (acgan only)
 }
 
@@ -181,7 +180,7 @@ SCHEMA: dict[str, Any] = {
     "score": {
         "num_real": integer(16),
         "train_samples": integer(16),
-        "extractors": None,  # a list of names from ganpipe/extractors.py, checked below
+        "extractors": None,  # a list of names from ganpipe/measure/extractors.py, checked below
         "weights": None,  # a mapping of extractor name -> local weights file or null, checked below
         "batch_size": integer(1, 65536),
     },
@@ -221,15 +220,13 @@ def _check_section(schema: dict[str, Any], prefix: str, params: Any) -> None:
 
 
 def _check_models(params: dict[str, Any]) -> None:
-    from ganpipe.losses import LOSSES, check_model_options
-
     models = params["models"]
     if not isinstance(models, dict) or not models:
         _fail("models", models, "a mapping of model name -> settings")
     for name, cfg in models.items():
         _check_section(MODEL_SCHEMA, f"models.{name}", cfg)
-        if cfg["loss"] not in LOSSES:
-            _fail(f"models.{name}.loss", cfg["loss"], "one of " + ", ".join(sorted(LOSSES)))
+        if cfg["loss"] not in LOSS_OPTIONS:
+            _fail(f"models.{name}.loss", cfg["loss"], "one of " + ", ".join(sorted(LOSS_OPTIONS)))
         check_model_options(f"models.{name}", cfg)
     if params["model"] not in models:
         _fail("model", params["model"], "one of " + ", ".join(models))
@@ -248,7 +245,7 @@ def _check_data(data: dict[str, Any]) -> None:
 
 
 def _check_extractors(score: dict[str, Any]) -> None:
-    from ganpipe.extractors import DOMAIN, EXTRACTORS
+    from ganpipe.measure.extractors import DOMAIN, EXTRACTORS
 
     names = ", ".join(EXTRACTORS)
     chosen = score["extractors"]

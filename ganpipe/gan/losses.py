@@ -5,25 +5,21 @@ one for the generator. A new GAN variant is one `register_loss` call plus an ent
 `models:` in params.yaml; the training loop never changes.
 
 Regularisers that are not a loss (gradient penalty, weight clipping, spectral norm, dropout, EMA)
-live in the training loop and models; `accepts` says which loss-specific ones make sense.
+live in the training loop and models; ganpipe.gan.catalog says which loss-specific ones make sense.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ganpipe.errors import ParamsError
+from ganpipe.gan.catalog import LOSS_OPTIONS
 
 CriticLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 GeneratorLoss = Callable[[torch.Tensor], torch.Tensor]
-
-# Options that only some losses accept; every other model option works with any loss.
-LOSS_SPECIFIC_OPTIONS = ("clip", "label_smoothing")
 
 
 @dataclass(frozen=True)
@@ -31,54 +27,22 @@ class Loss:
     name: str
     critic: CriticLoss  # (scores on real, scores on fake, real-label smoothing) -> scalar
     generator: GeneratorLoss  # (scores on fake) -> scalar
-    accepts: frozenset[str]  # which of LOSS_SPECIFIC_OPTIONS make sense with this loss
 
 
 LOSSES: dict[str, Loss] = {}
 
 
-def register_loss(
-    name: str, critic: CriticLoss, generator: GeneratorLoss, accepts: tuple[str, ...] = ()
-) -> None:
-    """Add a loss under `name` (usable as `models.<model>.loss` in params.yaml)."""
-    unknown = set(accepts) - set(LOSS_SPECIFIC_OPTIONS)
-    if unknown:
-        raise ValueError(f"register_loss({name!r}): unknown options {sorted(unknown)}")
-    LOSSES[name] = Loss(name, critic, generator, frozenset(accepts))
+def register_loss(name: str, critic: CriticLoss, generator: GeneratorLoss) -> None:
+    """Add the code of loss `name`, which ganpipe.gan.catalog.LOSS_OPTIONS lists with its options.
 
-
-def _option_is_set(cfg: dict[str, Any], option: str) -> bool:
-    value = cfg.get(option)
-    return value is not None and value != 0
-
-
-def check_model_options(key: str, cfg: dict[str, Any]) -> None:
-    """Refuse option combinations that make no sense, naming the key and the fix."""
-    loss = LOSSES[cfg["loss"]]
-    for option in LOSS_SPECIFIC_OPTIONS:
-        if _option_is_set(cfg, option) and option not in loss.accepts:
-            users = sorted(name for name, other in LOSSES.items() if option in other.accepts)
-            raise ParamsError(
-                f"params.yaml: {key}.{option} = {cfg[option]!r} makes no sense with loss {loss.name!r}; "
-                f"set it to {'null' if option == 'clip' else 0} or use a loss among {', '.join(users)}"
-            )
-    if _option_is_set(cfg, "clip") and cfg["gp_lambda"] > 0:
-        raise ParamsError(
-            f"params.yaml: {key}.clip = {cfg['clip']!r} with gp_lambda = {cfg['gp_lambda']!r}: weight "
-            "clipping and the gradient penalty both enforce the Lipschitz bound; keep one "
-            "(clip: null or gp_lambda: 0)"
-        )
-    if cfg["gp_every"] > 1 and cfg["gp_lambda"] == 0:
-        # Refused rather than ignored: a lazy penalty without a penalty is a typo or a forgotten λ.
-        raise ParamsError(
-            f"params.yaml: {key}.gp_every = {cfg['gp_every']!r} with gp_lambda = {cfg['gp_lambda']!r}: "
-            "there is no gradient penalty to compute lazily; set gp_every: 1 or gp_lambda > 0"
-        )
-    if _option_is_set(cfg, "clip") and cfg["spectral_norm_d"]:
-        raise ParamsError(
-            f"params.yaml: {key}.clip = {cfg['clip']!r} with spectral_norm_d = true: both constrain the "
-            "critic; keep one (clip: null or spectral_norm_d: false)"
-        )
+    A name is registered once: a second registration would silently replace the formulas that every
+    model with this loss trains on.
+    """
+    if name not in LOSS_OPTIONS:
+        raise ValueError(f"register_loss({name!r}): add {name!r} to LOSS_OPTIONS in ganpipe/gan/catalog.py")
+    if name in LOSSES:
+        raise ValueError(f"register_loss({name!r}): a loss of that name is already registered")
+    LOSSES[name] = Loss(name, critic, generator)
 
 
 # --- the losses -------------------------------------------------------------------------------
@@ -122,9 +86,9 @@ def hinge_generator(fake: torch.Tensor) -> torch.Tensor:
     return -fake.mean()
 
 
-register_loss("wasserstein", wasserstein_critic, wasserstein_generator, accepts=("clip",))
-register_loss("bce", bce_critic, bce_generator, accepts=("label_smoothing",))
-register_loss("least_squares", least_squares_critic, least_squares_generator, accepts=("label_smoothing",))
+register_loss("wasserstein", wasserstein_critic, wasserstein_generator)
+register_loss("bce", bce_critic, bce_generator)
+register_loss("least_squares", least_squares_critic, least_squares_generator)
 register_loss("hinge", hinge_critic, hinge_generator)
 
 

@@ -1,6 +1,6 @@
 """The domain classifier: a small CNN trained on the real labels.
 
-It is the measuring instrument of the domain metrics (ganpipe.features): its penultimate layer gives
+It is the measuring instrument of the domain metrics (ganpipe.measure.features): its penultimate layer gives
 the features for FID, KID and precision/recall, its logits the Inception Score and the class coverage.
 Trained on the dataset itself, it sees what matters on MNIST-like images (strokes, stains) where
 ImageNet's Inception does not, and it is cheap enough on CPU to score every experiment.
@@ -33,13 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ganpipe import paths
-from ganpipe.device import resolve_device
-from ganpipe.errors import GanpipeError
-from ganpipe.io import load_torch, save_torch, write_json
-from ganpipe.processed import DATASET_SEED, check_images, read_info, read_split
-from ganpipe.stage import progress_disabled
-from ganpipe.streams import seed_globals, torch_generator
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.device import resolve_device
+from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.pipeline.io import load_torch, save_torch, write_json
+from ganpipe.pipeline.processed import DATASET_SEED, check_images, read_info, read_split
+from ganpipe.pipeline.stage import progress_disabled
+from ganpipe.pipeline.streams import seed_globals, torch_generator
 
 FEATURE_DIM = 128
 # Stride-2 stem convolutions per input size: each halves the side, so the trunk sees 28-32 px.
@@ -68,7 +68,7 @@ class DomainClassifier(nn.Module):
 
     Inputs are uint8 so that every caller (training, torch-fidelity's extractor, prediction) normalises
     the same way, inside the model. Dropout sits between `features` and `head` in `forward` only, so
-    `head(features(x))` (what ganpipe.features computes) equals `forward(x)` in eval mode.
+    `head(features(x))` (what ganpipe.measure.features computes) equals `forward(x)` in eval mode.
     """
 
     def __init__(self, in_channels: int, size: int, n_classes: int, dropout: float = 0.0) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ganpipe import paths
-from ganpipe.errors import GanpipeError, run_first
+from ganpipe.pipeline import paths
+from ganpipe.pipeline.errors import GanpipeError, run_first
 
 PREPROCESS = "preprocess"
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ganpipe.errors import GanpipeError, ParamsError
+from ganpipe.pipeline.errors import GanpipeError, ParamsError
 
 CORRUPT_SUFFIX = ".corrupt"
 _GLOBAL = re.compile(r"unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)", re.IGNORECASE)

@@ -1,0 +1,1 @@
+"""Measuring: the domain classifier, the feature extractors, the scores and the utility stage."""

@@ -1,0 +1,1 @@
+"""Reporting: figures, image grids, `ganpipe compare` and `ganpipe results`."""
