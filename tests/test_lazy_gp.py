@@ -14,6 +14,7 @@ from conftest import set_params, tiny_params
 from training import train_in
 
 import ganpipe.gan.train
+from ganpipe.gan.catalog import LOSS_OPTIONS
 from ganpipe.gan.losses import LOSSES, register_loss, wasserstein_critic, wasserstein_generator
 from ganpipe.gan.train import is_penalty_step
 from ganpipe.pipeline import paths
@@ -97,6 +98,7 @@ def test_penalty_weight_is_lambda_k_on_every_kth_step(
 
     _Probe.weights = []
     monkeypatch.setattr(ganpipe.gan.train, "gradient_penalty", probed)
+    monkeypatch.setitem(LOSS_OPTIONS, "counting", ())  # a catalog entry, as a new loss needs
     register_loss("counting", counting_critic, wasserstein_generator)
     try:
         params = tiny_params(model="counted", train__max_steps=14)
