@@ -102,14 +102,15 @@ def _default(key: str, params: dict[str, Any]) -> str:
     return _inline(value)
 
 
-def _leaf_keys(schema: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+def leaf_keys(schema: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, check) for every key of a schema, model options as `models.<name>.<option>`."""
     keys: list[tuple[str, Any]] = []
     for key, check in schema.items():
         name = f"{prefix}{key}"
         if key == MODELS and not prefix:
             keys += [(f"{MODELS}.<name>.{option}", c) for option, c in MODEL_SCHEMA.items()]
         elif isinstance(check, dict):
-            keys += _leaf_keys(check, f"{name}.")
+            keys += leaf_keys(check, f"{name}.")
         else:
             keys.append((name, check))
     return keys
@@ -121,7 +122,7 @@ def rows(params_text: str) -> list[Row]:
     comments = comments_by_key(params_text)
     registry = _registry_allowed()
     table, undocumented = [], []
-    for key, check in _leaf_keys(SCHEMA):
+    for key, check in leaf_keys(SCHEMA):
         if key not in comments:
             undocumented.append(key)
             continue
