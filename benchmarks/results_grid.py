@@ -13,7 +13,7 @@ arch.ngf = ndf = 16 so that a CPU can afford the steps, 5,000 samples scored aga
 real images, seeds 0, 1, 2 unless `--seeds` says otherwise):
 - `conditional`: hinge (8,000 critic steps), unconditional and projection, with the utility stage's
   low-data arm at 1% of the real training split (80 images; at the default 10% real MNIST alone
-  already matches the synthetic data, README "Utility");
+  already matches the synthetic data, docs/utility.md);
 - `augment`: hinge and dcgan (2,000 critic steps) and wgan_gp (10,000: the same 2,000 generator
   steps), without and with DiffAugment (color, translation, cutout), at data.limit 500 and on all
   8,000 images;
@@ -131,7 +131,8 @@ AUGMENT_GROUPS = {
         ("[]", "[color]", "[translation]", "[cutout]", DIFFAUGMENT),
         ["train.eval_every=143"],
     ),
-    # Five times as long as augment_long: hinge's one long seed (README) had not turned by 36,000.
+    # Five times as long as augment_long: hinge's one long seed (docs/small-datasets.md) had not
+    # turned by 36,000.
     "augment_longest": ([("dcgan", 40000)], ("500",), AUGMENTS, ["train.eval_every=286"]),
     # At width 16 the unaugmented critic memorised the 500 images without hurting its generator (to
     # 40,000 steps for dcgan). A 64-wide critic has the capacity to; the curve says when it turns.
@@ -156,7 +157,8 @@ AUGMENT_GROUPS = {
 FIVE_LOSSES = {"wgan": 10000, "wgan_gp": 10000, "lsgan": 2000, "dcgan": 2000, "hinge": 2000}
 CONDITIONING = ("none", "projection")
 # (model, conditioning) of `losses_rerun`: losses ran on the first machine, losses_rest on a second,
-# whose CPU alone moves a three-seed domain FID by 1-4% (README, "Same code, another environment").
+# whose CPU alone moves a three-seed domain FID by 1-4% (docs/reproducibility.md, "Same code,
+# another environment").
 LOSSES_RERUN = {
     ("hinge", "projection"),
     ("lsgan", "projection"),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ("dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".gitignore", "stages", "ganpipe")
-DEMO = {  # the README's offline demo
+DEMO = {  # the offline demo of README.md and docs/getting-started.md
     "data.name": "digits",
     "data.channels": 1,
     "train.eval_every": 10,

@@ -1,4 +1,4 @@
-"""Many machines, one comparison: the DVC-native flow of README "Scaling out", end to end.
+"""Many machines, one comparison: the DVC-native flow of docs/scaling-out.md, end to end.
 
 A bare Git repository stands in for the shared Git remote and a local folder for the DVC remote.
 The origin clone runs the shared stages once and pushes them; two "machines" (clones) pull those

@@ -110,7 +110,7 @@ def _remove_stale_files(raw_dir: Path, keep: set[str]) -> None:
 def download(data_params: dict[str, Any]) -> None:
     """Download stage: put the dataset `data.name` (or the local `data.source`) into data/raw.
 
-    Writes the npz and manifest.json (see the README's "Data" section for its keys). A failed
+    Writes the npz and manifest.json (docs/getting-started.md, "Data", describes its keys). A failed
     download or a file that is not what it claims ends in one GanpipeError line.
     """
     name, size, local_source = data_params["name"], data_params["image_size"], data_params["source"]

@@ -82,7 +82,7 @@ _TORCHRUN = (
 def launch(world_size: int, script: str) -> int:
     """Run `script` as `world_size` ranks on this node with torchrun; return the group's exit status.
 
-    Multi-node: start torchrun by hand on every node (README "Scaling out"); the ranks it starts skip
+    Multi-node: start torchrun by hand on every node (docs/scaling-out.md); the ranks it starts skip
     this launch (`launched`). A rank that fails with a ganpipe error prints `error: ...`; that line
     alone is repeated here (once, not once per rank, and without torchrun's failure report), with
     the rank's exit status. The ranks' stderr is held until the end for that reason.

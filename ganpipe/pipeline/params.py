@@ -28,6 +28,13 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 Check = Callable[[str, Any], None]
 
 
+def _allowing(allowed: str, check: Check) -> Check:
+    # The same text goes into the error message and into the generated docs/params.md
+    # (ganpipe.pipeline.params_doc), so the reference cannot drift from what the check accepts.
+    check.allowed = allowed  # type: ignore[attr-defined]
+    return check
+
+
 def _fail(key: str, value: Any, allowed: str) -> None:
     raise ParamsError(f"params.yaml: {key} = {value!r} is not allowed; expected {allowed}")
 
@@ -47,7 +54,7 @@ def integer(low: int, high: int | None = None) -> Check:
         if not _is_int(value) or value < low or (high is not None and value > high):
             _fail(key, value, allowed)
 
-    return check
+    return _allowing(allowed, check)
 
 
 def number(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False) -> Check:
@@ -61,25 +68,33 @@ def number(low: float, high: float | None = None, low_open: bool = False, high_o
         if not ok:
             _fail(key, value, allowed)
 
-    return check
+    return _allowing(allowed, check)
 
 
-def boolean(key: str, value: Any) -> None:
+def _boolean(key: str, value: Any) -> None:
     if not isinstance(value, bool):
-        _fail(key, value, "true or false")
+        _fail(key, value, boolean.allowed)
+
+
+boolean = _allowing("true or false", _boolean)
 
 
 def choice(*options: Any) -> Check:
+    allowed = "one of " + ", ".join(str(o) for o in options)
+
     def check(key: str, value: Any) -> None:
         if value not in options or isinstance(value, bool) != isinstance(options[0], bool):
-            _fail(key, value, "one of " + ", ".join(str(o) for o in options))
+            _fail(key, value, allowed)
 
-    return check
+    return _allowing(allowed, check)
 
 
-def string(key: str, value: Any) -> None:
+def _string(key: str, value: Any) -> None:
     if not isinstance(value, str) or not value:
-        _fail(key, value, "a non-empty string")
+        _fail(key, value, string.allowed)
+
+
+string = _allowing("a non-empty string", _string)
 
 
 def optional(check: Check) -> Check:
@@ -87,12 +102,12 @@ def optional(check: Check) -> Check:
         if value is not None:
             check(key, value)
 
-    return wrapped
+    return _allowing(f"{check.allowed}, or null", wrapped)  # type: ignore[attr-defined]
 
 
-def readable_path(key: str, value: Any) -> None:
+def _readable_path(key: str, value: Any) -> None:
     if not isinstance(value, str) or not value:
-        _fail(key, value, "a path to an existing file or folder")
+        _fail(key, value, readable_path.allowed)
     if not os.path.exists(value):
         raise ParamsError(
             f"params.yaml: {key} = {value!r}: no such file or folder; fix the path or set it to null"
@@ -101,15 +116,26 @@ def readable_path(key: str, value: Any) -> None:
         raise ParamsError(f"params.yaml: {key} = {value!r}: not readable; check its permissions")
 
 
-def augment_policy(key: str, value: Any) -> None:
+readable_path = _allowing("a path to an existing file or folder", _readable_path)
+
+
+def _augment_policy(key: str, value: Any) -> None:
     distinct = isinstance(value, list) and len(set(map(str, value))) == len(value)
     if not (distinct and all(op in AUGMENT_OPS for op in value)):
-        _fail(key, value, f"a list of distinct DiffAugment ops among {', '.join(AUGMENT_OPS)} ([] is off)")
+        _fail(key, value, augment_policy.allowed)
 
 
-def betas(key: str, value: Any) -> None:
+augment_policy = _allowing(
+    f"a list of distinct DiffAugment ops among {', '.join(AUGMENT_OPS)} ([] is off)", _augment_policy
+)
+
+
+def _betas(key: str, value: Any) -> None:
     if not (isinstance(value, list) and len(value) == 2 and all(_is_number(b) and 0 <= b < 1 for b in value)):
-        _fail(key, value, "a list of two numbers in [0, 1), e.g. [0.5, 0.999]")
+        _fail(key, value, betas.allowed)
+
+
+betas = _allowing("a list of two numbers in [0, 1), e.g. [0.5, 0.999]", _betas)
 
 
 MODEL_SCHEMA: dict[str, Check] = {
@@ -210,7 +236,7 @@ def _check_section(schema: dict[str, Any], prefix: str, params: Any) -> None:
     for key, check in schema.items():
         name = f"{prefix}.{key}" if prefix else key
         if key not in params:
-            raise ParamsError(f"params.yaml: missing key {name!r}; add it (see the README's params table)")
+            raise ParamsError(f"params.yaml: missing key {name!r}; add it (see docs/params.md)")
         if check is None:
             continue
         if isinstance(check, dict):
