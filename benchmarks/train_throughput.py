@@ -154,7 +154,7 @@ def benchmark_params(device: str, checkpoint_dir: Path, gp_every: int = 4) -> di
         checkpoint_every=10**9,
         checkpoint_dir=str(checkpoint_dir),
         eval_every=None,
-        bf16=False,
+        precision="fp32",
         compile=False,
         tensorboard=False,
     )
