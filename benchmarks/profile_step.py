@@ -36,6 +36,7 @@ from train_throughput import (
 )
 
 from ganpipe.gan.train import Run, Steps, epoch_order
+from ganpipe.pipeline.precision import cpu_bf16_support
 
 LOSS_MODELS = ("wgan", "wgan_gp", "lsgan", "dcgan", "hinge")  # one model per loss, as params.yaml has them
 
@@ -103,7 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     images, source = load_images(args.data.resolve())
+    support = cpu_bf16_support()
     print(f"data: {source}; precision {args.precision}, {torch.get_num_threads()} threads")
+    if args.precision == "bf16" and support == "none":
+        # Run and Steps do not check the capability (train() does): here torch emulates bf16.
+        print("warning: this CPU has no bf16 arithmetic: bf16 is emulated, its times are no measure of bf16")
     with tempfile.TemporaryDirectory(prefix="ganpipe-profile-") as workdir:
         os.chdir(workdir)
         write_processed(images)
@@ -119,7 +124,10 @@ def main(argv: list[str] | None = None) -> None:
             )
             for row in result["top"]:
                 print(f"  {row['share_pct']:5.1f}%  {row['calls_per_iteration']:4d} calls  {row['op']}")
-    print(json.dumps({"precision": args.precision, "threads": torch.get_num_threads(), "models": results}))
+    threads = torch.get_num_threads()
+    print(
+        json.dumps({"precision": args.precision, "cpu_bf16": support, "threads": threads, "models": results})
+    )
 
 
 if __name__ == "__main__":

@@ -483,7 +483,8 @@ def report(figures: dict[str, Any], source: str, n_images: int) -> None:
         print(
             f"{model}: critic images/s fp32 {row['fp32_ips']:.1f}, bf16 {bf16}, "
             f"naive {row['naive_ips']:.1f}; "
-            f"fp32/naive {row['fp32_vs_naive_ratio']}x, bf16/naive {row['bf16_vs_naive_ratio']}x"
+            f"fp32/naive {row['fp32_vs_naive_ratio']}x"
+            + ("" if row["bf16_vs_naive_ratio"] is None else f", bf16/naive {row['bf16_vs_naive_ratio']}x")
         )
         if "cpu_ips" in row:
             print(

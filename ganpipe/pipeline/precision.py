@@ -2,10 +2,10 @@
 
 bf16 pays only where the hardware computes in it: a GPU with bf16 tensor cores, or an x86 CPU with
 AMX-BF16 (Intel Sapphire Rapids and later) or AVX512-BF16 (Intel Cooper Lake, AMD Zen 4), whose
-oneDNN kernels run bf16 convolutions and matmuls. Elsewhere torch still runs bf16 autocast, by
-converting to fp32 and back around every kernel, which on a Zen 1 EPYC made a DCGAN critic step
-about 14x slower than fp32 (docs/precision.md); so a CPU without bf16 arithmetic is refused in one
-line instead of training slowly and, with other rounding, silently differently.
+oneDNN kernels run bf16 convolutions and matmuls. Elsewhere torch still runs bf16 autocast,
+through its slow reference convolutions, which on a Zen 1 EPYC made a hinge iteration about 14x
+slower than fp32 (docs/precision.md); so a CPU without bf16 arithmetic is refused in one line
+instead of training slowly and, with other rounding, silently differently.
 """
 
 from __future__ import annotations
