@@ -427,7 +427,9 @@ class Steps:
         run.critic.requires_grad_(False)  # the generator step needs no critic weight gradients
         with self.autocast:
             labels = (self.gen_labels,) if self.conditional else ()
-            fake = self.generator(self.z_generator, *labels)
+            # fp32 like the critic step's fakes (a no-op in fp32): DiffAugment and the critic's
+            # input get one dtype in both steps.
+            fake = self.generator(self.z_generator, *labels).float()
             if self.augment_generator is not None:
                 fake = self.augment_generator(fake)  # the same T as the critic steps, new draws
             if self.acgan:
