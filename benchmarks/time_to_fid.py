@@ -118,7 +118,7 @@ def base_params(args: argparse.Namespace, checkpoint_dir: Path) -> dict[str, Any
         checkpoint_every=10**9,
         checkpoint_dir=str(checkpoint_dir),
         eval_every=1,
-        bf16=False,
+        precision="fp32",
         compile=False,
         tensorboard=False,
     )

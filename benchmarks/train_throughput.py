@@ -1,23 +1,30 @@
-"""Training throughput: ganpipe's loop against a naive seed-style loop, and its model FLOP rate.
+"""Training throughput: ganpipe's loop in fp32 and bf16 against a naive seed-style loop, and each
+step's FLOP rate against the machine's GEMM roof of its precision.
 
-Both loops train the same WGAN-GP (DCGAN-28: nz 100, ngf = ndf = 64, 3 channels, batch 64,
-n_critic 5) on the same real images and report critic images per second over training steps
-(generator steps included, model construction excluded); each code path is warmed up once first:
+For two models, wgan_gp (the seed recipe, the penalty on every critic step) and hinge (spectral norm,
+n_critic 1), all loops train DCGAN-28 (nz 100, ngf = ndf = 64, 3 channels, batch 64) on the same
+real images and report critic images per second over training steps (generator steps included,
+model construction excluded); each code path is warmed up once first:
 
-- ganpipe: the real `ganpipe.gan.train.train(params)` (params.yaml plus this benchmark's overrides),
+- fp32: the real `ganpipe.gan.train.train(params)` (params.yaml plus this benchmark's overrides),
   run inside a temporary directory that holds `data/processed/`. Its `critic_images_per_s`
   metric is timed over training steps only; on CUDA that includes capturing its CUDA graphs.
+- bf16: the same with `train.precision: bf16`. Where the device has no bf16 arithmetic (a CPU
+  without AMX-BF16 or AVX512-BF16) this arm is skipped and the JSON says why: torch would emulate
+  bf16 there, far slower than fp32, which says nothing of the feature's speed.
 - naive: the way the original experiments were written: a Dataset of PIL images through
   torchvision's ToTensor + Normalize, a shuffling DataLoader, the generator's forward recomputed
   with autograd on every critic step (its output detached for the critic), separate critic
   forwards for real and fake, and a generator step that also computes unused critic gradients.
-- ganpipe lazy: the same `train()` with the lazy gradient penalty (`gp_every`, default 4: the
-  penalty on every 4th critic step at 4 times the weight); "ganpipe" above is `gp_every: 1`.
+- lazy: wgan_gp's fp32 `train()` with the lazy gradient penalty (`gp_every`, default 4: the
+  penalty on every 4th critic step at 4 times the weight).
 
-The FLOP rate is that of ganpipe's loop with model wgan (weight clipping, no gradient penalty):
-FlopCounterMode counts the FLOPs of `train()` run for exactly one iteration (n_critic critic steps
-+ one generator step), minus those of the end-of-epoch sample grid it draws; a timed `train()` run
-gives the seconds per iteration. The reference is the best of several 2048³ fp32 matmuls.
+Ratios are named `*_ratio` (for example `bf16_vs_naive_ratio`). The FLOP rate of each ganpipe arm:
+`FlopCount` (torch's flop formulas, at the dispatcher) counts the FLOPs of `train()` run for exactly
+one iteration (n_critic critic steps + one generator step), minus those of the end-of-epoch sample
+grid it draws; the timed run gives the seconds per iteration. Each rate is set against the roof of
+its precision: the best of several 2048³ matmuls in fp32 and in bf16 (the bf16 one only where the
+device has bf16 arithmetic: emulated, one took 400 s on a Zen 1 EPYC).
 
 Usage (from the repository root, with ganpipe installed or PYTHONPATH=.):
     python benchmarks/train_throughput.py [--device cpu|cuda] [--steps N] [--threads N]
@@ -32,6 +39,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -44,14 +52,17 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import flop_registry
 from torchvision import transforms
 
 from ganpipe.gan.losses import LOSSES
 from ganpipe.gan.models import build_models
 from ganpipe.gan.train import FIXED_NOISE_COUNT, train
 from ganpipe.pipeline import paths
+from ganpipe.pipeline.errors import ParamsError
+from ganpipe.pipeline.precision import check_precision, cpu_bf16_support
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mnist_t10k.npz"
@@ -60,6 +71,8 @@ BATCH = 64
 SIZE = 28
 CHANNELS = 3
 MATMUL_SIDE = 2048
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # train.precision -> the GEMM roof's dtype
+MODELS = ("wgan_gp", "hinge")  # the seed recipe (penalty on every critic step), and hinge
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-flop-rate",
         action="store_true",
-        help="skip the wgan runs, FLOP count and matmul (a cheaper run on a shared machine)",
+        help="skip the FLOP counts and the matmul roofs (a cheaper run on a shared machine)",
     )
     return parser.parse_args(argv)
 
@@ -154,7 +167,7 @@ def benchmark_params(device: str, checkpoint_dir: Path, gp_every: int = 4) -> di
         checkpoint_every=10**9,
         checkpoint_dir=str(checkpoint_dir),
         eval_every=None,
-        bf16=False,
+        precision="fp32",
         compile=False,
         tensorboard=False,
     )
@@ -195,11 +208,17 @@ def seed_gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: tor
 
 
 def run_naive(
-    params: dict[str, Any], images: np.ndarray, device: torch.device, steps: int, workers: int, warmup: int
+    params: dict[str, Any],
+    model: str,
+    images: np.ndarray,
+    device: torch.device,
+    steps: int,
+    workers: int,
+    warmup: int,
 ) -> tuple[float, float]:
-    """Critic images per second of the seed-style WGAN-GP loop over `steps` critic steps after `warmup`
-    ones: per wall-clock second and per CPU second of this process (see `cpu_rate`)."""
-    cfg = params["models"]["wgan_gp"]
+    """Critic images per second of the seed-style loop of `model` over `steps` critic steps after
+    `warmup` ones: per wall-clock second and per CPU second of this process (see `cpu_rate`)."""
+    cfg = params["models"][model]
     nz, gp_lambda, n_critic = params["arch"]["nz"], cfg["gp_lambda"], cfg["n_critic"]
     loss = LOSSES[cfg["loss"]]
     torch.manual_seed(params["seed"])
@@ -228,8 +247,9 @@ def run_naive(
         fake = generator(torch.randn(BATCH, nz, device=device))
         score_real = critic(real)
         score_fake = critic(fake.detach())
-        penalty = seed_gradient_penalty(critic, real, fake.detach())
-        loss_d = loss.critic(score_real, score_fake, 0.0) + gp_lambda * penalty
+        loss_d = loss.critic(score_real, score_fake, cfg["label_smoothing"])
+        if gp_lambda > 0:
+            loss_d = loss_d + gp_lambda * seed_gradient_penalty(critic, real, fake.detach())
         loss_d.backward()
         opt_d.step()
 
@@ -261,30 +281,50 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def count_wgan_iteration_flops(params: dict[str, Any]) -> int:
-    """FLOPs of one iteration of ganpipe's loop with model wgan (n_critic critic steps + 1 generator step).
+class FlopCount(TorchDispatchMode):
+    """FLOPs of the operators run inside it, by torch's own formulas (torch.utils.flop_counter).
+
+    FlopCounterMode itself cannot run the gradient penalty: its module tracker hooks the backward,
+    and autograd.grad on the interpolates then fails ("A leaf node was passed to
+    _will_engine_execute_node"). Counting at the dispatcher alone has no such hooks.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def count_iteration_flops(params: dict[str, Any], model: str) -> int:
+    """FLOPs of one iteration of ganpipe's loop with `model` (n_critic critic steps + 1 generator step).
 
     Counts `train()` run for exactly n_critic steps, minus the generator forward on the fixed noise
     that its end-of-epoch sample grid runs (FLOPs depend only on shapes, so the subtraction is exact).
-    It counts on the CPU: the FLOPs are the same on every device, and a CUDA graph replay would
-    dispatch no operators for the counter to see.
+    It counts on the CPU in fp32: the FLOPs are the same on every device and in either precision, and
+    a CUDA graph replay would dispatch no operators for the counter to see.
     """
     params = copy.deepcopy(params)
-    params["train"]["device"] = "cpu"
-    n_critic = params["models"]["wgan"]["n_critic"]
-    with FlopCounterMode(display=False) as counter:
-        run_ganpipe(params, "wgan", n_critic)
-    total = counter.get_total_flops()
-    generator, _ = build_models(params["models"]["wgan"], params["arch"], CHANNELS, SIZE)
-    with FlopCounterMode(display=False) as grid_counter, torch.no_grad():
+    params["train"].update(device="cpu", precision="fp32")
+    n_critic = params["models"][model]["n_critic"]
+    with FlopCount() as counter:
+        run_ganpipe(params, model, n_critic)
+    generator, _ = build_models(params["models"][model], params["arch"], CHANNELS, SIZE)
+    with FlopCount() as grid_counter, torch.no_grad():
         generator.eval()(torch.zeros(FIXED_NOISE_COUNT, params["arch"]["nz"]))
-    return total - grid_counter.get_total_flops()
+    return counter.flops - grid_counter.flops
 
 
-def matmul_gflops(device: torch.device, repeats: int = 5) -> float:
-    """Best fp32 rate of a 2048³ matmul (TF32 off) in GFLOP/s."""
-    a = torch.randn(MATMUL_SIDE, MATMUL_SIDE, device=device)
-    b = torch.randn(MATMUL_SIDE, MATMUL_SIDE, device=device)
+def matmul_gflops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+    """Best rate of a 2048³ matmul in `dtype` (TF32 off for fp32) in GFLOP/s: the GEMM roof."""
+    a = torch.randn(MATMUL_SIDE, MATMUL_SIDE, device=device, dtype=dtype)
+    b = torch.randn(MATMUL_SIDE, MATMUL_SIDE, device=device, dtype=dtype)
     best = float("inf")
     with _fp32_matmul():
         for _ in range(repeats + 1):  # the first call warms up
@@ -294,6 +334,15 @@ def matmul_gflops(device: torch.device, repeats: int = 5) -> float:
             synchronize(device)
             best = min(best, time.perf_counter() - start)
     return 2 * MATMUL_SIDE**3 / best / 1e9
+
+
+def bf16_unavailable(device: torch.device) -> str | None:
+    """Why `train.precision: bf16` cannot run at the hardware's speed on `device`; None where it can."""
+    try:
+        check_precision("bf16", device)
+    except ParamsError as refused:
+        return str(refused)
+    return None
 
 
 @contextlib.contextmanager
@@ -307,6 +356,10 @@ def _fp32_matmul() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32 = previous
 
 
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return None if numerator is None or denominator is None else round(numerator / denominator, 3)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads is not None:
@@ -316,79 +369,89 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("--device cuda: no CUDA device is available")
     images, source = load_images(args.data.resolve())
     load_before = os.getloadavg()
+    bf16_skipped = bf16_unavailable(device)
+    precisions = ("fp32",) if bf16_skipped else ("fp32", "bf16")
+    # (model, precision) of every ganpipe arm; the lazy arm is wgan_gp_lazy in fp32.
+    arms = [(model, precision) for model in MODELS for precision in precisions] + [("wgan_gp_lazy", "fp32")]
+    rates: dict[tuple[str, str], list[float]] = {arm: [] for arm in [*arms, *((m, "naive") for m in MODELS)]}
+    cpu_rates: dict[tuple[str, str], list[float]] = {arm: [] for arm in rates}
 
     with tempfile.TemporaryDirectory(prefix="ganpipe-bench-") as workdir:
         home = Path.cwd()
         os.chdir(workdir)
         try:
             write_processed(images)
-            params = benchmark_params(args.device, Path(workdir) / "checkpoints", args.gp_every)
-            n_critic = params["models"]["wgan_gp"]["n_critic"]
-            steps = args.steps or DEFAULT_STEPS[device.type]
-            steps = -(-steps // n_critic) * n_critic
+            base = benchmark_params(args.device, Path(workdir) / "checkpoints", args.gp_every)
+            by_precision = {p: {**base, "train": {**base["train"], "precision": p}} for p in precisions}
+            n_critics = {model: base["models"][model]["n_critic"] for model in MODELS}
+            # A multiple of every model's n_critic, so each timed run ends on a generator step.
+            lcm = math.lcm(*n_critics.values())
+            steps = -(-(args.steps or DEFAULT_STEPS[device.type]) // lcm) * lcm
 
             # Warm up each code path once (kernel selection, allocator); the naive loop warms up
             # inside each run. Then alternate the timed runs and keep each one's best.
-            wgan_n_critic = params["models"]["wgan"]["n_critic"]
-            run_ganpipe(params, "wgan_gp", n_critic)
-            run_ganpipe(params, "wgan_gp_lazy", n_critic)
-            if not args.skip_flop_rate:
-                run_ganpipe(params, "wgan", wgan_n_critic)
-            ganpipe_runs, lazy_runs, naive_runs, wgan_runs, matmul_runs = [], [], [], [], []
-            cpu_runs: dict[str, list[float]] = {"ganpipe": [], "lazy": [], "naive": []}
+            for model, precision in arms:
+                run_ganpipe(by_precision[precision], model, base["models"][model]["n_critic"])
             for _ in range(args.repeats):
-                ganpipe_loops = (("ganpipe", "wgan_gp", ganpipe_runs), ("lazy", "wgan_gp_lazy", lazy_runs))
-                for name, model, runs in ganpipe_loops:
-                    metrics, cpu_ips = cpu_rate(steps, lambda model=model: run_ganpipe(params, model, steps))
-                    runs.append(metrics["critic_images_per_s"])
-                    cpu_runs[name].append(round(cpu_ips, 1))
-                naive = run_naive(params, images, device, steps, args.workers, warmup=n_critic)
-                naive_runs.append(naive[0])
-                cpu_runs["naive"].append(round(naive[1], 1))
-                if not args.skip_flop_rate:
-                    wgan_runs.append(run_ganpipe(params, "wgan", steps)["critic_images_per_s"])
-                    matmul_runs.append(matmul_gflops(device))
-            ganpipe_ips, lazy_ips, naive_ips = max(ganpipe_runs), max(lazy_runs), max(naive_runs)
+                for model, precision in arms:
+                    params = by_precision[precision]
+                    metrics, cpu_ips = cpu_rate(steps, lambda m=model, p=params: run_ganpipe(p, m, steps))
+                    rates[model, precision].append(metrics["critic_images_per_s"])
+                    cpu_rates[model, precision].append(round(cpu_ips, 1))
+                for model in MODELS:
+                    naive = run_naive(
+                        base, model, images, device, steps, args.workers, warmup=n_critics[model]
+                    )
+                    rates[model, "naive"].append(round(naive[0], 1))
+                    cpu_rates[model, "naive"].append(round(naive[1], 1))
             if not args.skip_flop_rate:
-                matmul = max(matmul_runs)
-                iteration_s = wgan_n_critic * BATCH / max(wgan_runs)
-                flops = count_wgan_iteration_flops(params)
+                # Only where the arithmetic exists: on a Zen 1 EPYC one emulated bf16 2048^3 matmul
+                # took 400 s (0.04 GFLOP/s), which is no roof of anything.
+                roofs = {p: matmul_gflops(device, DTYPES[p]) for p in precisions}
+                flops = {model: count_iteration_flops(base, model) for model in MODELS}
         finally:
             os.chdir(home)
 
+    best = {arm: max(runs) for arm, runs in rates.items()}
     figures: dict[str, Any] = {
-        "ganpipe_ips": round(ganpipe_ips, 1),
-        "naive_ips": round(naive_ips, 1),
-        "ratio": round(ganpipe_ips / naive_ips, 3),
-        "gp_every": args.gp_every,
-        "lazy_ips": round(lazy_ips, 1),
-        "lazy_vs_exact": round(lazy_ips / ganpipe_ips, 3),
-        "lazy_vs_naive": round(lazy_ips / naive_ips, 3),
-        "runs": {"ganpipe": ganpipe_runs, "lazy": lazy_runs, "naive": [round(r, 1) for r in naive_runs]},
+        "cpu_bf16": cpu_bf16_support(),
+        "bf16": "measured" if bf16_skipped is None else f"skipped: {bf16_skipped}",
     }
-    if device.type == "cpu":  # per CPU second of this process: robust to other processes' load
-        best_cpu = {name: max(rates) for name, rates in cpu_runs.items()}
-        figures.update(
-            {
-                "cpu_ips": best_cpu,
-                "cpu_runs": cpu_runs,
-                "cpu_ratio": round(best_cpu["ganpipe"] / best_cpu["naive"], 3),
-                "cpu_lazy_vs_exact": round(best_cpu["lazy"] / best_cpu["ganpipe"], 3),
-                "cpu_lazy_vs_naive": round(best_cpu["lazy"] / best_cpu["naive"], 3),
-            }
-        )
+    for model in MODELS:
+        fp32, bf16, naive = best[model, "fp32"], best.get((model, "bf16")), best[model, "naive"]
+        row: dict[str, Any] = {
+            "fp32_ips": fp32,
+            "bf16_ips": bf16,
+            "naive_ips": naive,
+            "fp32_vs_naive_ratio": ratio(fp32, naive),
+            "bf16_vs_naive_ratio": ratio(bf16, naive),
+            "bf16_vs_fp32_ratio": ratio(bf16, fp32),
+            "runs": {arm[1]: runs for arm, runs in rates.items() if arm[0] == model},
+        }
+        if device.type == "cpu":  # per CPU second of this process: robust to other processes' load
+            best_cpu = {arm[1]: max(runs) for arm, runs in cpu_rates.items() if arm[0] == model}
+            row["cpu_ips"] = best_cpu
+            row["cpu_fp32_vs_naive_ratio"] = ratio(best_cpu["fp32"], best_cpu["naive"])
+            row["cpu_bf16_vs_naive_ratio"] = ratio(best_cpu.get("bf16"), best_cpu["naive"])
+        if not args.skip_flop_rate:
+            row["gflop_per_iteration"] = round(flops[model] / 1e9, 3)
+            for precision in precisions:
+                iteration_s = n_critics[model] * BATCH / best[model, precision]
+                gflops = flops[model] / iteration_s / 1e9
+                row[f"{precision}_gflops"] = round(gflops, 2)
+                row[f"{precision}_roof_pct"] = round(100 * gflops / roofs[precision], 1)
+        figures[model] = row
+    lazy = best["wgan_gp_lazy", "fp32"]
+    figures["lazy"] = {
+        "gp_every": args.gp_every,
+        "lazy_ips": lazy,
+        "lazy_vs_exact_ratio": ratio(lazy, best["wgan_gp", "fp32"]),
+        "lazy_vs_naive_ratio": ratio(lazy, best["wgan_gp", "naive"]),
+        "runs": rates["wgan_gp_lazy", "fp32"],
+    }
     if not args.skip_flop_rate:
-        flop_rate = flops / iteration_s / 1e9
-        figures.update(
-            {
-                "wgan_gflop_per_iteration": round(flops / 1e9, 3),
-                "wgan_iteration_s": round(iteration_s, 6),
-                "wgan_ips": max(wgan_runs),
-                "flop_rate_gflops": round(flop_rate, 2),
-                "matmul_gflops": round(matmul, 2),
-                "flop_pct": round(100 * flop_rate / matmul, 1),
-            }
-        )
+        figures["gemm_fp32_gflops"] = round(roofs["fp32"], 2)
+        figures["gemm_bf16_gflops"] = round(roofs["bf16"], 2) if "bf16" in roofs else None
     figures.update(
         {
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -396,51 +459,67 @@ def main(argv: list[str] | None = None) -> None:
             "threads": torch.get_num_threads(),
             "steps": steps,
             "repeats": args.repeats,
-            "cuda_graphs": bool(params["train"].get("cuda_graphs")) and device.type == "cuda",
+            "cuda_graphs": bool(base["train"].get("cuda_graphs")) and device.type == "cuda",
             "cudnn_tf32": torch.backends.cudnn.allow_tf32 and device.type == "cuda",
             "loadavg": [round(x, 2) for x in (*load_before, *os.getloadavg())],
         }
     )
+    report(figures, source, len(images))
+    print(json.dumps(figures))
+
+
+def report(figures: dict[str, Any], source: str, n_images: int) -> None:
+    """The figures as lines a person reads (the JSON line after them holds them all)."""
     print(
-        f"data: {source}, {len(images)} images {CHANNELS}x{SIZE}x{SIZE}; device {figures['device']}, "
-        f"{figures['threads']} threads, {steps} critic steps x {args.repeats} repeats"
+        f"data: {source}, {n_images} images {CHANNELS}x{SIZE}x{SIZE}; device {figures['device']}, "
+        f"{figures['threads']} threads, {figures['steps']} critic steps x {figures['repeats']} repeats; "
+        f"CPU bf16 arithmetic: {figures['cpu_bf16']}"
     )
-    print(f"ganpipe loop (wgan_gp): {ganpipe_ips:9.1f} critic images/s  (runs: {ganpipe_runs})")
+    if figures["bf16"] != "measured":
+        print(f"bf16 arm {figures['bf16']}")
+    for model in MODELS:
+        row = figures[model]
+        bf16 = "skipped" if row["bf16_ips"] is None else f"{row['bf16_ips']:.1f}"
+        print(
+            f"{model}: critic images/s fp32 {row['fp32_ips']:.1f}, bf16 {bf16}, "
+            f"naive {row['naive_ips']:.1f}; "
+            f"fp32/naive {row['fp32_vs_naive_ratio']}x"
+            + ("" if row["bf16_vs_naive_ratio"] is None else f", bf16/naive {row['bf16_vs_naive_ratio']}x")
+        )
+        if "cpu_ips" in row:
+            print(
+                f"  per CPU second of this process: {row['cpu_ips']}; "
+                f"fp32/naive {row['cpu_fp32_vs_naive_ratio']}x"
+            )
+        if "gflop_per_iteration" in row:
+            for precision in ("fp32", "bf16"):
+                if f"{precision}_gflops" in row:
+                    print(
+                        f"  {precision}: {row['gflop_per_iteration']} GFLOP per iteration at "
+                        f"{row[f'{precision}_gflops']} GFLOP/s = {row[f'{precision}_roof_pct']}% of the "
+                        f"{precision} GEMM roof"
+                    )
+    lazy = figures["lazy"]
     print(
-        f"naive loop   (wgan_gp): {naive_ips:9.1f} critic images/s  "
-        f"(runs: {[round(r, 1) for r in naive_runs]})"
+        f"wgan_gp lazy (gp_every {lazy['gp_every']}): {lazy['lazy_ips']:.1f} critic images/s; "
+        f"{lazy['lazy_vs_exact_ratio']}x gp_every 1, {lazy['lazy_vs_naive_ratio']}x naive"
     )
-    print(f"ratio ganpipe / naive:  {figures['ratio']:9.2f}x")
-    print(
-        f"ganpipe lazy (gp_every {args.gp_every}): {lazy_ips:9.1f} critic images/s  (runs: {lazy_runs}); "
-        f"{figures['lazy_vs_exact']:.2f}x gp_every 1, {figures['lazy_vs_naive']:.2f}x naive"
-    )
-    if "cpu_ips" in figures:
+    if "gemm_fp32_gflops" in figures:
+        bf16 = figures["gemm_bf16_gflops"]
         print(
-            f"per CPU second of this process: ganpipe {figures['cpu_ips']['ganpipe']}, lazy "
-            f"{figures['cpu_ips']['lazy']}, naive {figures['cpu_ips']['naive']} critic images; lazy "
-            f"{figures['cpu_lazy_vs_exact']:.2f}x gp_every 1, {figures['cpu_lazy_vs_naive']:.2f}x naive, "
-            f"ganpipe {figures['cpu_ratio']:.2f}x naive"
+            f"GEMM roofs ({MATMUL_SIDE}^3 matmul): fp32 {figures['gemm_fp32_gflops']} GFLOP/s, "
+            f"bf16 {'not measured (no bf16 arithmetic)' if bf16 is None else f'{bf16} GFLOP/s'}"
         )
-    if not args.skip_flop_rate:
-        print(
-            f"wgan iteration ({wgan_n_critic} critic + 1 generator step): {flops / 1e9:.2f} GFLOP "
-            f"in {iteration_s * 1e3:.1f} ms = {flop_rate:.1f} GFLOP/s"
-        )
-        print(
-            f"fp32 {MATMUL_SIDE}^3 matmul: {matmul:.1f} GFLOP/s; "
-            f"model FLOP rate = {figures['flop_pct']:.1f}% of it"
-        )
+    load_before, threads = figures["loadavg"][0], figures["threads"]
     print(f"load average before / after: {figures['loadavg'][:3]} / {figures['loadavg'][3:]}")
-    if device.type == "cpu" and load_before[0] > 0.5 + (os.cpu_count() or 1) - figures["threads"]:
+    if figures["device"] == "cpu" and load_before > 0.5 + (os.cpu_count() or 1) - threads:
         advice = "rerun on a quiet machine"
-        if figures["threads"] > 1:  # OpenMP threads spin-wait for a busy core: 5-10x slower, not 2x
+        if threads > 1:  # OpenMP threads spin-wait for a busy core: 5-10x slower, not 2x
             advice += ", with --threads 1, or with OMP_WAIT_POLICY=PASSIVE in the environment"
         print(
-            f"warning: load average {load_before[0]:.2f} on {os.cpu_count()} CPUs before the run: other "
+            f"warning: load average {load_before:.2f} on {os.cpu_count()} CPUs before the run: other "
             f"processes compete for the cores it used, so its CPU figures are unreliable; {advice}"
         )
-    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

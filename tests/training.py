@@ -12,15 +12,38 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from conftest import REPO, run, tiny_params
 
 from ganpipe.data import download, preprocess
 from ganpipe.gan.train import train
-from ganpipe.pipeline import paths
+from ganpipe.pipeline import paths, precision
 
 # What a finished train stage writes that must not depend on an interruption.
 TRAIN_OUTPUTS = (paths.GENERATOR, paths.CRITIC, paths.EPOCH_SAMPLES, paths.LOSSES_TSV)
+# /proc/cpuinfo flags of a CPU with bf16 arithmetic (Intel Sapphire Rapids has both).
+BF16_CPU_FLAGS = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+
+
+def simulate_cpu_flags(monkeypatch: pytest.MonkeyPatch, flags: frozenset[str]) -> None:
+    """Make the capability check (ganpipe.pipeline.precision) read `flags` as this CPU's, in this process.
+
+    With BF16_CPU_FLAGS torch still runs bf16 autocast on a CPU without bf16 arithmetic, converting
+    around each kernel: the same code path, slowly, with bf16 rounding.
+    """
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+
+
+def bf16_cpu_site(folder: Path) -> Path:
+    """`folder` (created) holding a sitecustomize.py that simulates BF16_CPU_FLAGS in every Python
+    process started with it first on PYTHONPATH: the stage, and torchrun's ranks, which inherit it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        "import ganpipe.pipeline.precision as precision\n\n"
+        f"precision.cpu_flags = lambda: frozenset({sorted(BF16_CPU_FLAGS)!r})\n"
+    )
+    return folder
 
 
 def make_processed(root: Path, channels: int = 1, size: int = 28) -> Path:
@@ -54,11 +77,17 @@ def _stage_dir(root: Path, processed_dir: Path, params: dict[str, Any]) -> Path:
 
 
 def assert_resume_after_kill_is_bit_identical(
-    tmp_path: Path, processed_dir: Path, params: dict[str, Any], outputs: tuple[Path, ...] = TRAIN_OUTPUTS
+    tmp_path: Path,
+    processed_dir: Path,
+    params: dict[str, Any],
+    outputs: tuple[Path, ...] = TRAIN_OUTPUTS,
+    first_on_path: tuple[Path, ...] = (),
 ) -> None:
     """Train once uninterrupted; train again, kill -9 the stage after its first checkpoint and rerun it:
-    every file of `outputs` must be byte-identical. `params` should make a run last a few seconds."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), CI="1")
+    every file of `outputs` must be byte-identical. `params` should make a run last a few seconds.
+    `first_on_path`: folders put before the repository on the stages' PYTHONPATH (such as one holding
+    a sitecustomize.py that simulates a capability of the machine)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, (*first_on_path, REPO))), CI="1")
     command = [sys.executable, str(REPO / "stages" / "train.py")]
     whole = _stage_dir(tmp_path / "whole", processed_dir, params)
     run(command, whole, env=env)  # a failure shows the stage's output, not only its status

@@ -228,6 +228,9 @@ def _global_batch_norm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -
     generator normalises exactly as on one device. torch's SyncBatchNorm does this on GPUs only."""
     if not self.training:
         return nn.modules.batchnorm._BatchNorm.forward(self, x)
+    # The statistics in fp32 (a no-op on fp32 input): under bf16 autocast x comes in bf16, whose sums
+    # of squares would lose the variance, and the fp32 running statistics could not take them.
+    x = x.float()
     dims = [0, *range(2, x.dim())]
     channels = x.shape[1]
     count = torch.full((1,), x.numel() / channels, dtype=x.dtype, device=x.device)

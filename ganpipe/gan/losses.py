@@ -107,5 +107,8 @@ def gradient_penalty(
     """
     mixed = (alpha * real + (1 - alpha) * fake.to(real.dtype)).requires_grad_(True)
     scores = critic(mixed) if labels is None else critic(mixed, labels)
-    (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
-    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+    # Under bf16 autocast the critic runs in bf16, but the norm and the penalty are taken in fp32
+    # (`.float()` is a no-op on fp32 tensors): bf16 keeps about 3 significant digits, too few for
+    # (norm - 1) near 0, which is where training pushes it.
+    (grad,) = torch.autograd.grad(scores.float().sum(), mixed, create_graph=True)
+    return ((grad.float().flatten(1).norm(2, dim=1) - 1) ** 2).mean()

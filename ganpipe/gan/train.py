@@ -43,6 +43,7 @@ from ganpipe.pipeline.device import resolve_device
 from ganpipe.pipeline.errors import GanpipeError, ParamsError, run_first
 from ganpipe.pipeline.io import file_md5, save_npz, save_torch, write_json, write_text
 from ganpipe.pipeline.params import model_config
+from ganpipe.pipeline.precision import autocast, check_precision, cpu_bf16_support
 from ganpipe.pipeline.processed import read_info, read_split
 from ganpipe.pipeline.stage import progress_disabled
 from ganpipe.pipeline.streams import seed_globals, torch_generator
@@ -147,6 +148,12 @@ class Run:
         seed_globals(seed, "train.weights")  # weight init and dropout draw from the global RNGs
         generator, critic = build_models(self.cfg, params["arch"], channels, size, n_classes)
         self.generator, self.critic = generator.to(device), critic.to(device)
+        if params["train"]["precision"] == "bf16":
+            # oneDNN's AMX/AVX512-BF16 and cuDNN's tensor-core convolutions work on NHWC: channels_last
+            # weights spare a layout reorder around every bf16 convolution. (Not under fp32: other
+            # kernels would change the weights of every fp32 run.) Before the EMA copy, so it matches.
+            self.generator.to(memory_format=torch.channels_last)
+            self.critic.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.generator).eval() if self.cfg["ema_decay"] else None
         capturable = device.type == "cuda" and params["train"]["cuda_graphs"]
         self.opt_g = make_optimizer(self.cfg, self.generator.parameters(), self.cfg["lr_g"], capturable)
@@ -306,10 +313,8 @@ class Steps:
         if train_cfg["compile"]:
             self.generator, self.critic = torch.compile(run.generator), torch.compile(run.critic)
         self.use_graphs = device.type == "cuda" and train_cfg["cuda_graphs"]
-        # The autocast weight cache must be off inside CUDA graphs (it would be captured stale).
-        self.autocast = torch.autocast(
-            device.type, dtype=torch.bfloat16, enabled=train_cfg["bf16"], cache_enabled=not self.use_graphs
-        )
+        # train.precision bf16: the forwards (and the penalty's double backward) under bf16 autocast.
+        self.autocast = autocast(train_cfg["precision"], device, cache_enabled=not self.use_graphs)
         self.graphs: dict[str, torch.cuda.CUDAGraph] = {}
         self.eager_runs = {"critic": 0, "critic_gp": 0, "generator": 0}
         self.outputs: dict[str, tuple[torch.Tensor, ...]] = {}
@@ -422,7 +427,9 @@ class Steps:
         run.critic.requires_grad_(False)  # the generator step needs no critic weight gradients
         with self.autocast:
             labels = (self.gen_labels,) if self.conditional else ()
-            fake = self.generator(self.z_generator, *labels)
+            # fp32 like the critic step's fakes (a no-op in fp32): DiffAugment and the critic's
+            # input get one dtype in both steps.
+            fake = self.generator(self.z_generator, *labels).float()
             if self.augment_generator is not None:
                 fake = self.augment_generator(fake)  # the same T as the critic steps, new draws
             if self.acgan:
@@ -449,12 +456,12 @@ def _load_training_images(device: torch.device) -> tuple[torch.Tensor, torch.Ten
 
 def _check_options(params: dict[str, Any], device: torch.device, n_images: int) -> None:
     train = params["train"]
-    for option in ("bf16", "compile"):
-        if train[option] and device.type != "cuda":
-            raise ParamsError(
-                f"params.yaml: train.{option} = true needs a CUDA device, but training runs on "
-                f"{device.type}; set train.{option}=false"
-            )
+    check_precision(train["precision"], device)
+    if train["compile"] and device.type != "cuda":
+        raise ParamsError(
+            f"params.yaml: train.compile = true needs a CUDA device, but training runs on {device.type}; "
+            "set train.compile=false"
+        )
     if train["compile"] and train["cuda_graphs"] and device.type == "cuda":
         raise ParamsError(
             "params.yaml: train.compile = true with train.cuda_graphs = true: both capture the "
@@ -648,10 +655,12 @@ def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, qui
         print(f"epoch {epoch}: step {run.step}{losses}{fid_text}", flush=True)
 
 
-def numeric_environment(device: torch.device) -> str:
+def numeric_environment(device: torch.device, precision: str = "fp32") -> str:
     """What beside code, params and data can change a run's numbers: the releases of the numeric
     packages and the kernels torch dispatched to (the GPU, or the CPU's vector extension and torch's
-    thread count, which splits reductions differently).
+    thread count, which splits reductions differently), and under train.precision bf16 that precision
+    with the CPU's bf16 arithmetic (so a results table never puts bf16 and fp32 rows together; fp32
+    environments read as they always did).
 
     CPU reruns are bit-identical only where this string is the same too: an earlier session's
     environment gave another domain FID for the same commit, params and data (README, "Results table"),
@@ -669,6 +678,8 @@ def numeric_environment(device: torch.device) -> str:
         if device.type == "cuda"
         else f"cpu {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
     )
+    if precision == "bf16":
+        kernels += ", bf16 autocast" + ("" if device.type == "cuda" else f" ({cpu_bf16_support()})")
     return f"{packages}, {kernels}"
 
 
@@ -723,7 +734,9 @@ def _write_outputs(run: Run, params: dict[str, Any], steps_per_epoch: int, batch
         "train_time_s": round(run.train_seconds, 3),
         "critic_images_per_s": round(run.step * batch / max(run.train_seconds, 1e-9), 1),
         "device": run.device.type,
-        "environment": numeric_environment(run.device),
+        "precision": params["train"]["precision"],
+        "cpu_bf16": cpu_bf16_support(),  # amx, avx512_bf16 or none: what this host's CPU computes bf16 with
+        "environment": numeric_environment(run.device, params["train"]["precision"]),
     }
     write_json(paths.TRAIN_METRICS, metrics)
     return metrics

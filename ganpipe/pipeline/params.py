@@ -22,6 +22,8 @@ PARAMS_FILE = "params.yaml"
 # train.device; ganpipe.pipeline.device resolves them. Kept here so that reading params does not import torch
 # (about 2 s per stage process on a small CPU, for stages such as download, preprocess and plots).
 DEVICES = ("auto", "cpu", "cuda")
+# train.precision; ganpipe.pipeline.precision checks the hardware for them (kept here for the same reason).
+PRECISIONS = ("fp32", "bf16")
 SIZES = (28, 64, 128, 224)
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 
@@ -183,7 +185,7 @@ SCHEMA: dict[str, Any] = {
         "checkpoint_dir": string,
         "eval_every": optional(integer(1)),
         "epoch_grids": integer(1),
-        "bf16": boolean,
+        "precision": choice(*PRECISIONS),
         "compile": boolean,
         "cuda_graphs": boolean,
         "tensorboard": boolean,
@@ -225,6 +227,9 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
+# Keys that were replaced, with what replaces them: an old params.yaml gets told the new spelling.
+RENAMED = {"train.bf16": "train.precision: bf16 (or fp32, the default)"}
+
 
 def _check_section(schema: dict[str, Any], prefix: str, params: Any) -> None:
     if not isinstance(params, dict):
@@ -232,6 +237,8 @@ def _check_section(schema: dict[str, Any], prefix: str, params: Any) -> None:
     for key in params:
         if key not in schema:
             name = f"{prefix}.{key}" if prefix else str(key)
+            if name in RENAMED:
+                raise ParamsError(f"params.yaml: {name!r} was replaced; use {RENAMED[name]}")
             raise ParamsError(f"params.yaml: unknown key {name!r}; allowed keys here: {', '.join(schema)}")
     for key, check in schema.items():
         name = f"{prefix}.{key}" if prefix else key
