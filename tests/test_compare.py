@@ -239,7 +239,8 @@ def test_the_chart_draws_one_bar_per_setting_and_n_counts_seeds(document, tmp_pa
 
     [figure] = figures
     fid_axes = figure.axes[0]
-    assert [tick.get_text() for tick in fid_axes.get_xticklabels()] == ["none", "acgan", "projection"]
+    ticks = [tick.get_text() for tick in fid_axes.get_xticklabels()]
+    assert ticks == ["hinge\nnone", "hinge\nacgan", "hinge\nprojection"]  # what differs: conditioning
     assert len(fid_axes.patches) == 3  # one bar per setting
     fids = {
         run.params["seed"]: run.metrics["metrics/scores.json"]["fid"]
@@ -268,12 +269,12 @@ def test_compare_and_results_agree_on_which_runs_form_a_setting(document):
     by_label: dict[str, list[int]] = {}
     for label, seed in zip(table["setting"], table["seed"], strict=True):
         by_label.setdefault(label, []).append(seed)
-    # The labels name the conditioning alone, the one setting column that differs among these runs.
+    # The labels name the model, then the conditioning: the one setting column that differs here.
     assert {label: ",".join(map(str, sorted(seeds))) for label, seeds in by_label.items()} == {
-        row["conditional"]: row["seeds"] for row in rows
+        f"hinge · {row['conditional']}": row["seeds"] for row in rows
     }
     assert len(rows) == 3
     for row in rows:  # the settings table (the chart's bars), in the results table's order
-        assert f"| {row['conditional']} | {row['seeds']} | {row['fid']} |" in report
+        assert f"| hinge · {row['conditional']} | {row['seeds']} | {row['fid']} |" in report
     bars = [line.split(" | ")[0][2:] for line in report.split("## Settings")[1].splitlines()[4:7]]
-    assert bars == [row["conditional"] for row in rows]
+    assert bars == [f"hinge · {row['conditional']}" for row in rows]

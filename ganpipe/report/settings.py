@@ -108,10 +108,10 @@ def differing_columns(settings: list[Setting]) -> list[str]:
 
 
 def setting_labels(settings: list[Setting]) -> list[str]:
-    """A short label per setting naming only what differs among them, e.g. "hinge · projection";
-    the model alone when nothing but the seed differs (or there is one setting)."""
+    """A short label per setting: the model, then only what differs among them, e.g. "hinge · none"
+    and "hinge · projection"; the model alone when nothing but the seed differs."""
     prefixes = {column: prefix for column, _, prefix in SETTING_FIELDS}
-    columns = differing_columns(settings) or ["model"]
+    columns = ["model", *(column for column in differing_columns(settings) if column != "model")]
     return [" · ".join(prefixes[c] + cell(s.values[c]) for c in columns) for s in settings]
 
 
