@@ -65,6 +65,10 @@ COLUMN_NOTES = (
     "commit whose code made the row; `environment`: the id of the environment it ran in (see "
     "Environments).",
 )
+ENVIRONMENTS_NOTE = (
+    "Package releases, torch's kernels and, on CPU, torch's thread count, as train.json records them "
+    "(code up to 5bcb56e did not record the thread count)."
+)
 ENVIRONMENT_ID = "E"  # environment ids are E1, E2, ... in the order the table first cites them
 
 
@@ -108,7 +112,7 @@ def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
     for row in rows:
         cells = {**row, "environment": ids.get(row["environment"], row["environment"])}
         lines.append("| " + " | ".join(cell(cells[column]) for column in COLUMNS) + " |")
-    lines += ["", ENVIRONMENTS_HEADING, ""]
+    lines += ["", ENVIRONMENTS_HEADING, "", ENVIRONMENTS_NOTE, ""]
     lines += [f"- `{short}`: {environment}" for environment, short in ids.items()] or ["- none recorded"]
     lines += ["", PROTOCOL_HEADING, "", *protocol_lines(), "", "To rerun it: [the protocol](protocol.md)."]
     if skipped:
