@@ -49,7 +49,7 @@ from ganpipe.measure.extractors import EXTRACTORS  # noqa: E402
 from ganpipe.measure.features import create_extractor, extract_features  # noqa: E402
 from ganpipe.measure.score import fid_between  # noqa: E402
 from ganpipe.pipeline import paths  # noqa: E402
-from ganpipe.report.results import width  # noqa: E402
+from ganpipe.report.settings import width  # noqa: E402
 
 DOMAIN = EXTRACTORS["domain"]
 BATCH = 500

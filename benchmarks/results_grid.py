@@ -3,10 +3,10 @@
 Every row of docs/results.md comes from real `dvc exp run` experiments: this script clones the
 repository's HEAD into a folder (`--repo`, default a new temporary one), queues the groups asked for
 (`--groups`), starts `dvc queue start -j --jobs`, waits for the queue to drain, then runs
-`ganpipe results` there, writing the table to `--out`, and puts a block saying which groups, commands
-and machine made it first under the file's "How this table was made" heading. The rows of earlier
-invocations stay, even when their clone is gone (`ganpipe results --keep-rows`), as do their blocks
-and any notes after the table (it keeps the file's `## ` sections), so older rows keep their commands.
+`ganpipe results` there, writing the page to `--out`, and prints a block saying which groups,
+commands and machine made it (for the commit that adds the rows: the page itself is generated
+whole). The rows of earlier invocations stay, even when their clone is gone (`ganpipe results
+--keep-rows`).
 
 Groups (all on ../shared/data/mnist_t10k.npz, 8,000 training images, 1 channel, 28 px,
 arch.ngf = ndf = 16 so that a CPU can afford the steps, 5,000 samples scored against up to 5,000
@@ -75,7 +75,6 @@ import torch
 
 from ganpipe.gan.train import numeric_environment
 from ganpipe.pipeline.errors import GanpipeError
-from ganpipe.pipeline.io import write_text
 from ganpipe.report.results import write_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +97,6 @@ GROUPS = (
     "losses_rerun",
 )
 LOW_DATA_FRACTION = 0.01
-HOW_HEADING = "## How this table was made"
 # (model, critic steps, conditioning modes, extra overrides) of the conditioning groups.
 CONDITIONAL_GROUPS = {
     "conditional": ("hinge", 8000, ("none", "projection"), []),
@@ -252,17 +250,6 @@ def group_runs(group: str) -> list[tuple[int, list[str]]]:
     return runs
 
 
-def with_invocation(text: str, block: str) -> str:
-    """`text` with `block` first under its "How this table was made" heading (added at the end if absent).
-
-    Newest first: the earlier invocations' blocks, which made the table's older rows, stay below it.
-    """
-    if HOW_HEADING not in text.splitlines():
-        return f"{text.rstrip()}\n\n{HOW_HEADING}\n\n{block}"
-    before, after = text.split(f"{HOW_HEADING}\n", 1)
-    return f"{before}{HOW_HEADING}\n\n{block}\n{after.lstrip(chr(10))}"
-
-
 def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -404,8 +391,9 @@ def main() -> None:
     if failed:
         block += ["", "Failed experiments (`dvc queue logs <name>`):", ""]
         block += [f"- `{line.strip()}`" for line in failed]
-    # `ganpipe results` kept the file's sections after the table: earlier invocations and notes.
-    write_text(args.out, with_invocation(args.out.read_text(), "\n".join(block) + "\n"))
+    # The page is generated whole (table, environments, protocol): how this invocation went is for
+    # the commit that adds its rows, so it is printed, not written into the page.
+    print("\n".join(block))
     print(f"wrote {args.out} from {repo}; {len(failed)} failed; {minutes:.1f} min")
 
 

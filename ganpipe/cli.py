@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="tabulate and chart every experiment of this repo (from dvc exp show --json)",
         description="Write OUT/comparison.md (one row per finished experiment: params and metrics) and "
-        "OUT/comparison.png (FID and IS per model, error bars across seeds). Run it in the repository "
-        "root after `dvc exp run` or `dvc queue start`.",
+        "OUT/comparison.png (FID and IS, one bar per setting: runs that differ only in seed pool, "
+        "error bar = their std). Run it in the repository root after `dvc exp run` or `dvc queue start`.",
     )
     compare.add_argument("--out", default=str(paths.REPORTS), help="output folder (default: %(default)s)")
     compare.add_argument(
@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         "results",
         help="the results table: one row per setting, mean ± std over seeds (from dvc exp show --json)",
         description="Write OUT (default docs/results.md): experiments that differ only in seed form one "
-        "row with domain FID, its noise floor, label accuracy, TSTR ratio and training time, mean ± std.",
+        "row with domain FID and its noise floor, held-out FID, label accuracy, TSTR ratio, the low-data "
+        "arms and training time, mean ± std; then the environments and the protocol.",
     )
     results.add_argument("--out", default="docs/results.md", help="output file (default: %(default)s)")
     results.add_argument(
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-rows",
         action="store_true",
         help="keep OUT's rows of settings that have no experiment here (runs made in "
-        "another clone); settings that have experiments here are rewritten",
+        "another clone); settings that have experiments here are rewritten. With no experiment "
+        "here, OUT is rewritten from its own rows",
     )
     results.set_defaults(run=_results)
     return parser

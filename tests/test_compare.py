@@ -13,11 +13,13 @@ import json
 from pathlib import Path
 
 import pytest
+from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
 from ganpipe import cli
 from ganpipe.pipeline.errors import GanpipeError
-from ganpipe.report import compare
+from ganpipe.report import compare, results
+from ganpipe.report.settings import group_settings
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dvc_exp_show.json"
 FINISHED = ["master", "dcgan-seed1", "dcgan-seed0", "wgan-gp-seed1"]
@@ -133,11 +135,12 @@ def test_markdown_report_warns_when_sample_counts_differ(document):
 
 @pytest.mark.parametrize("drop_is", [False, True])
 def test_comparison_chart_is_written(document, tmp_path, drop_is):
-    table = compare.comparison_table(compare.collect_experiments(document)[0])
     if drop_is:  # a score stage that computed no IS: the panel says so instead of failing
-        table["is_mean"] = None
+        for entry in [document[1], *experiments_named(document).values()]:
+            entry["data"]["metrics"].get("metrics/scores.json", {}).get("data", {}).pop("is_mean", None)
+    settings = group_settings(compare.collect_experiments(document)[0])
 
-    path = compare.plot_comparison(table, tmp_path / "comparison.png")
+    path = compare.plot_comparison(settings, tmp_path / "comparison.png")
 
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width >= 600
@@ -204,3 +207,74 @@ def test_cli_compare_passes_its_options(monkeypatch, capsys, tmp_path, document)
 
     assert calls == [(tmp_path, True)]
     assert capsys.readouterr().out.startswith("4 experiments compared; wrote ")
+
+
+def hinge_runs(document: list[dict]) -> list[dict]:
+    """The fixture's four finished runs made hinge runs of one dataset, code and length that differ
+    in conditioning and seed: (none, seeds 0 and 1), (projection, seed 0), (acgan, seed 1). The
+    workspace stays master's twin, so it is listed once."""
+    entries = {"workspace": document[0], "master": document[1], **experiments_named(document)}
+    for name, (mode, seed) in {
+        "workspace": ("none", 0),
+        "master": ("none", 0),
+        "wgan-gp-seed1": ("none", 1),
+        "dcgan-seed0": ("projection", 0),
+        "dcgan-seed1": ("acgan", 1),
+    }.items():
+        params = entries[name]["data"]["params"]["params.yaml"]["data"]
+        params.update(model="hinge", seed=seed)
+        params["models"]["hinge"] = {"loss": "hinge", "lr_g": 2e-4, "lr_d": 2e-4, "conditional": mode}
+    return document
+
+
+def test_the_chart_draws_one_bar_per_setting_and_n_counts_seeds(document, tmp_path, monkeypatch):
+    """Runs that differ in conditioning are separate bars, labelled by it; runs that differ only in
+    seed pool, n = their seeds, error bar = their std; one seed has no error bar and says "1 seed".
+    (At 520fa71 the bars grouped by model: one hinge bar of n=4.)"""
+    monkeypatch.setattr(compare, "run_exp_show", lambda all_commits, repo: hinge_runs(document))
+    figures = []
+    monkeypatch.setattr(compare, "save_figure", lambda path, figure: figures.append(figure))
+
+    compare.compare(tmp_path)
+
+    [figure] = figures
+    fid_axes = figure.axes[0]
+    ticks = [tick.get_text() for tick in fid_axes.get_xticklabels()]
+    assert ticks == ["hinge\nnone", "hinge\nacgan", "hinge\nprojection"]  # what differs: conditioning
+    assert len(fid_axes.patches) == 3  # one bar per setting
+    fids = {
+        run.params["seed"]: run.metrics["metrics/scores.json"]["fid"]
+        for run in (compare.collect_experiments(hinge_runs(json.loads(FIXTURE.read_text())))[0])
+        if run.params["models"]["hinge"]["conditional"] == "none"
+    }
+    mean, std = (fids[0] + fids[1]) / 2, abs(fids[0] - fids[1]) / 2**0.5
+    assert fid_axes.patches[0].get_height() == pytest.approx(mean)
+    notes = [text.get_text() for text in fid_axes.texts]
+    assert notes[0] == f"{mean:.3g} ± {std:.2g}\n2 seeds"
+    assert notes[1:] == [f"{fid:.3g}\n1 seed" for fid in (68.0, 65.0)]  # dcgan-seed1's, dcgan-seed0's
+    error_bars = [c for c in fid_axes.containers if isinstance(c, ErrorbarContainer)]
+    assert len(error_bars) == 1  # for the 2-seed bar alone
+    assert "differ only in seed" in figure.texts[0].get_text()  # the title names what bars pool
+
+
+def test_compare_and_results_agree_on_which_runs_form_a_setting(document):
+    """On one `dvc exp show` document: compare's table labels each run with its bar, and the runs
+    under each label are the seeds of one results row, in the same order."""
+    experiments, skipped = compare.collect_experiments(hinge_runs(document))
+
+    table = compare.comparison_table(experiments)
+    report = compare.markdown_report(table, skipped, group_settings(experiments))
+    rows = results.results_rows(experiments)
+
+    by_label: dict[str, list[int]] = {}
+    for label, seed in zip(table["setting"], table["seed"], strict=True):
+        by_label.setdefault(label, []).append(seed)
+    # The labels name the model, then the conditioning: the one setting column that differs here.
+    assert {label: ",".join(map(str, sorted(seeds))) for label, seeds in by_label.items()} == {
+        f"hinge · {row['conditional']}": row["seeds"] for row in rows
+    }
+    assert len(rows) == 3
+    for row in rows:  # the settings table (the chart's bars), in the results table's order
+        assert f"| hinge · {row['conditional']} | {row['seeds']} | {row['fid']} |" in report
+    bars = [line.split(" | ")[0][2:] for line in report.split("## Settings")[1].splitlines()[4:7]]
+    assert bars == [f"hinge · {row['conditional']}" for row in rows]

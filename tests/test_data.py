@@ -24,12 +24,14 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from synthetic_run import blobs, write_fid, write_losses
 
 from ganpipe.data import DATASETS, MedMNISTSource, download, preprocess, register_dataset
 from ganpipe.data.medmnist2d import flags_2d
 from ganpipe.data.transform import canonical_order
 from ganpipe.pipeline import paths
-from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.pipeline.errors import GanpipeError, ParamsError
+from ganpipe.pipeline.io import save_npz
 from ganpipe.pipeline.stage import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,6 +183,56 @@ def test_local_npz_is_copied_byte_for_byte_with_its_splits(workdir: Path) -> Non
     assert raw["splits"] == {"train": 40, "val": 10, "test": 20}
     assert (raw["name"], raw["source"], raw["size"], raw["channels"]) == ("local", str(source), 28, 1)
     assert (raw["n_classes"], raw["label_names"], raw["verified_md5s"]) == (3, None, {})
+
+
+def two_class_source(folder: Path) -> Path:
+    """A local MedMNIST-layout npz whose labels are 0 and 1."""
+    arrays = synthetic_arrays(channels=1)
+    for split in ("train", "val", "test"):
+        arrays[f"{split}_labels"] %= 2
+    return write_npz(folder / "xray.npz", arrays)
+
+
+@pytest.mark.parametrize("names", [["normal", "pneumonia"], {0: "normal", 1: "pneumonia"}])
+def test_label_names_name_a_local_sources_classes_in_figures_and_export(
+    workdir: Path, names: list[str] | dict[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ganpipe.gan import export
+    from ganpipe.report import plots
+
+    source = str(two_class_source(workdir))
+    _, _, info = run_stages(name="local", source=source, channels=1, label_names=names)
+    assert info["label_names"] == manifest()["label_names"] == {"0": "normal", "1": "pneumonia"}
+
+    # The class grid: a conditional run's samples, one row per class, named from info.json.
+    write_losses(workdir)
+    write_fid(workdir, 0)
+    rng = np.random.default_rng(0)
+    labels = np.arange(20, dtype=np.int64) % 2
+    save_npz(paths.SAMPLES, images=blobs(20, 1, 28, rng), labels=labels)
+    epoch_images = blobs(2 * 16, 1, 28, rng).reshape(2, 16, 1, 28, 28)
+    save_npz(paths.EPOCH_SAMPLES, images=epoch_images, epochs=np.arange(1, 3), labels=labels[:16])
+    figures = {}
+    monkeypatch.setattr(plots, "save_figure", lambda path, figure: figures.setdefault(path.name, figure))
+    plots.draw_all(make_params(name="local"))
+    grid = figures[plots.CLASS_GRID_PNG]
+    assert [ax.get_ylabel() for ax in grid.axes] == ["normal", "pneumonia"]
+
+    # The export's PNG folders, as export() writes them from info.json's names.
+    export.write_pngs({"train": (blobs(4, 1, 28, rng), np.array([0, 1, 1, 0]))}, info["label_names"])
+    folders = sorted(folder.name for folder in (paths.EXPORT_PNG / "train").iterdir())
+    assert folders == ["0_normal", "1_pneumonia"]
+
+
+def test_a_wrong_count_of_label_names_is_refused_in_one_line(workdir: Path) -> None:
+    params = make_params(name="local", source=str(two_class_source(workdir)), label_names=["a", "b", "c"])
+    with pytest.raises(
+        ParamsError,
+        match=r"^params\.yaml: data\.label_names has 3 names, but .*xray\.npz "
+        r"holds 2 classes \(labels 0\.\.1\); give one name per label$",
+    ):
+        download(params["data"])
+    assert not paths.RAW_MANIFEST.exists()
 
 
 def test_multi_label_becomes_first_positive_label_or_an_extra_none_class(workdir: Path) -> None:

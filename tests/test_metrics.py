@@ -315,6 +315,24 @@ def test_collapsed_generator_shows_low_coverage_and_high_kl(
     assert set(collapsed) == set(real)  # the same keys whatever the results
 
 
+def test_heldout_fid_scores_against_the_split_the_gan_never_saw(
+    in_workspace: Path, real_scores: tuple[dict[str, Any], list[str]]
+) -> None:
+    """The held-out FID compares with the val split, at min(score.num_real, n_val) real images; real
+    training images score near its noise floor, noise far above; the protocol is recorded."""
+    real = real_scores[0]
+    assert (real["heldout_split"], real["heldout_num_real"]) == ("val", min(NUM_REAL, N_VAL))
+    # The real half is training images, as the floor's set is: near the floor, not at the train FID.
+    assert real["heldout_fid"] < 2 * real["heldout_fid_noise_floor"] and real["heldout_fid"] != real["fid"]
+    assert score_images(noise())["heldout_fid"] > 20 * real["heldout_fid"]
+    meta = json.loads(score.REFERENCE_META.read_text())["heldout"]
+    with np.load(score.HELDOUT_REFERENCE) as data:
+        assert data["features"].shape[0] == meta["num_real"] == min(NUM_REAL, N_VAL)
+    expected = {"protocol_train_split": "train", "protocol_heldout_split": "val"}
+    assert {key: real[key] for key in expected} == expected
+    assert real["protocol_selection_split"] == "none" and real["protocol_seed"] == metric_params()["seed"]
+
+
 def test_score_refuses_a_stale_reference(in_workspace: Path) -> None:
     save_npz(paths.SAMPLES, images=real_half())
     with pytest.raises(GanpipeError, match="dvc repro reference"):

@@ -115,6 +115,21 @@ CASES: list[tuple[str, Any, tuple[str, ...]]] = [
     ("no samples", _add("sample.num_samples", 0), ("sample.num_samples = 0",)),
     ("zero critic steps", _add("models.wgan.n_critic", 0), ("models.wgan.n_critic = 0",)),
     ("tiny limit", _add("data.limit", 5), ("data.limit = 5", "integer >= 16")),
+    (
+        "class names for a source that publishes its own",
+        _add("data.label_names", ["normal", "pneumonia"]),
+        ("data.label_names", "'local' only", "set data.label_names to null"),
+    ),
+    (
+        "repeated class names",
+        _add("data.label_names", ["normal", "normal"]),
+        ("data.label_names = ['normal', 'normal']", "distinct class names"),
+    ),
+    (
+        "class names for labels that do not start at 0",
+        _add("data.label_names", {1: "normal", 2: "pneumonia"}),
+        ("data.label_names = {1: 'normal', 2: 'pneumonia'}", "mapping {0: name, 1: name, ...}"),
+    ),
     ("EMA decay of one", _add("models.wgan.ema_decay", 1.0), ("models.wgan.ema_decay = 1.0",)),
     (
         "clipping with spectral norm",

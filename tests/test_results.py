@@ -10,6 +10,7 @@ import pytest
 
 from ganpipe.pipeline.errors import GanpipeError
 from ganpipe.report import compare, results
+from ganpipe.report.settings import cell
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dvc_exp_show.json"
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def test_another_setting_gets_its_own_row_and_the_table_lists_every_column() -> 
     assert by_width[(model, "16/64")] == seed and (model, "16/16") in by_width
     assert {row["width"] for row in results.results_rows(_experiments())} == {None}  # no arch recorded
     table = results.markdown(rows, ["broken: failed"])
-    header = table.splitlines()[4]
+    header = next(line for line in table.splitlines() if line.startswith("| model |"))
     expected = (
         *results.SETTING_COLUMNS,
         "seeds",
@@ -84,29 +85,77 @@ def test_another_setting_gets_its_own_row_and_the_table_lists_every_column() -> 
         "tstr_ratio",
         "low_accuracy",
         "low_mixed_accuracy",
+        "heldout_fid",
+        "train_time_s",
     )
     assert all(f" {column} " in header for column in expected)
     assert "- broken: failed" in table
 
 
-def test_a_rewrite_keeps_the_sections_after_the_table() -> None:
-    rows = results.results_rows(_experiments())
-    sections = "## How this table was made\n\nold block\n\n## Notes\n\n- a note\n"
-    assert results.kept_sections(results.markdown(rows[:1], []) + "\n" + sections) == sections
-    assert results.kept_sections(results.markdown(rows, ["broken: failed"])) == ""  # a table alone
+def with_environments(experiments: list[compare.Experiment], *environments: str) -> list[compare.Experiment]:
+    """The experiments, the i-th recording environments[i % len] in its train.json."""
+    changed = []
+    for index, experiment in enumerate(experiments):
+        metrics = json.loads(json.dumps(experiment.metrics))
+        metrics["metrics/train.json"]["environment"] = environments[index % len(environments)]
+        changed.append(compare.Experiment(experiment.name, experiment.rev, experiment.params, metrics))
+    return changed
 
 
-def test_results_grid_puts_its_invocation_first_under_the_heading() -> None:
+def test_the_page_is_generated_whole_with_one_legend_of_environments(tmp_path, monkeypatch) -> None:
+    """Rows cite a short id per environment, listed once under Environments, then the protocol; a
+    rewrite keeps no hand-written section, and reads each id back as its environment."""
+    first, second = "torch 1, numpy 1, cpu AVX2, 1 threads", "torch 2, numpy 2, cpu AVX2, 1 threads"
+    rows = results.results_rows(with_environments(_experiments(), first, second))
+    page = results.markdown(rows, [])
+    table = [line for line in page.splitlines() if line.startswith("| ") and " | bce | " in line]
+    assert table and all(" | E1 | " in line or " | E2 | " in line for line in table)
+    assert page.count(first) == 1 and page.count(second) == 1  # once each, in the legend
+    assert f"- `E1`: {first}" in page and f"- `E2`: {second}" in page
+    assert "## Protocol" in page and "`val` split" in page and "(protocol.md)" in page
+    assert {row["environment"] for row in results.table_rows(page, Path("r.md"))} == {first, second}
+
+    out = tmp_path / "results.md"
+    out.write_text(page + "\n## Notes (written by hand)\n\n- a worker stopped\n")
+    document = json.loads(FIXTURE.read_text())
+    monkeypatch.setattr(compare, "run_exp_show", lambda all_commits, repo: document)
+    monkeypatch.setattr(compare, "workspace_is_current", lambda repo: True)
+    results.write_results(out, keep_rows=True)
+    rewritten = out.read_text()
+    assert "a worker stopped" not in rewritten and rewritten.count("## Environments") == 1
+    # The fixture's runs recorded no environment: their rows (now first) say –, the kept rows keep theirs.
+    kept = [first, second, first, second]  # each model's two seeds ran in two environments: 4 rows
+    assert [row["environment"] for row in results.table_rows(rewritten, out)] == ["–", "–", *kept]
+
+
+def test_kept_rows_alone_regenerate_the_page(tmp_path, monkeypatch) -> None:
+    """With --keep-rows and no experiment here, the page is rewritten from its own rows: an older
+    page's full environment cells become ids, its hand-written sections go, every row stays."""
+    environment = "torch 2.14.1, numpy 2.4.6, cpu AVX512, 1 threads"
+    older = (
+        "# Results\n\n| model | environment | seeds | fid |\n| --- | --- | --- | --- |\n"
+        f"| hinge | {environment} | 0,1 | 3 ± 1 |\n| dcgan | – | 0 | 4 |\n\n"
+        "## How this table was made\n\nby hand\n"
+    )
+    out = tmp_path / "results.md"
+    out.write_text(older)
+    nothing = [{"rev": "workspace", "name": None, "error": None, "data": {}, "experiments": None}]
+    monkeypatch.setattr(compare, "run_exp_show", lambda all_commits, repo: nothing)
+
+    _, rows = results.write_results(out, keep_rows=True)
+
+    page = out.read_text()
+    assert [row["fid"] for row in rows] == ["3 ± 1", "4"] and "by hand" not in page
+    assert "| hinge | – | – | – | – | – | – | – | – | – | E1 | 0,1 | 3 ± 1 |" in page
+    assert page.count(environment) == 1
+    with pytest.raises(GanpipeError, match=r"^no experiment has metrics yet"):
+        results.write_results(tmp_path / "new.md", keep_rows=True)
+
+
+def test_results_grid_merges_a_groups_overrides_into_the_common_ones() -> None:
     spec = importlib.util.spec_from_file_location("results_grid", REPO / "benchmarks" / "results_grid.py")
     grid = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(grid)
-    table = "# Results\n\n| a |\n"
-    first = grid.with_invocation(table, "first block\n")
-    assert first == f"{table}\n{grid.HOW_HEADING}\n\nfirst block\n"
-    notes = "\n## Notes\n\n- a note\n"
-    second = grid.with_invocation(first + notes, "second block\n")
-    assert second == f"{table}\n{grid.HOW_HEADING}\n\nsecond block\n\nfirst block\n{notes}"
-
     # A group's override of a common key (augment_wide's critic width) replaces it in place, once.
     [(_, overrides), *_] = grid.group_runs("augment_wide")
     merged = grid.merged_overrides(grid.common_overrides("0"), overrides)
@@ -122,7 +171,7 @@ def test_results_grid_puts_its_invocation_first_under_the_heading() -> None:
 
 def test_keep_rows_keeps_other_settings_rows_and_rewrites_those_run_here() -> None:
     rows = results.results_rows(_experiments())
-    earlier_text = results.markdown(rows, []) + "\n## Notes\n\n- a note\n"
+    earlier_text = results.markdown(rows, [])
     earlier = results.table_rows(earlier_text, Path("docs/results.md"))
     assert [row["model"] for row in earlier] == [row["model"] for row in rows]
     assert earlier[0]["fid"] == rows[0]["fid"] and earlier[0]["limit"] == "–"  # None reads back as –
@@ -132,7 +181,7 @@ def test_keep_rows_keeps_other_settings_rows_and_rewrites_those_run_here() -> No
     merged = results.merged_rows([rerun], earlier)
     assert [row["fid"] for row in merged] == ["1 ± 0.1", rows[1]["fid"]]
     again = results.table_rows(results.markdown(merged, []), Path("docs/results.md"))
-    assert again == [{column: results._cell(row[column]) for column in results.COLUMNS} for row in merged]
+    assert again == [{column: cell(row[column]) for column in results.COLUMNS} for row in merged]
 
 
 def test_keep_rows_reads_an_older_table_and_refuses_unknown_columns() -> None:

@@ -97,16 +97,17 @@ def test_two_machines_push_experiments_and_a_third_compares_them(repo_copy: Path
         row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
         assert f"| {model} |" in row and f"{fid:.4g}" in row, (name, row)
 
-    # `ganpipe results` rewrites the table of an existing docs/results.md and keeps its sections
-    # after the table (how it was made, notes): a rerun never loses them.
+    # `ganpipe results` writes the page whole (table, environments, protocol): the sections written
+    # by hand after an old table go, and so do its rows (no --keep-rows).
     results = third / "docs/results.md"
     results.parent.mkdir(exist_ok=True)
     sections = "## How this table was made\n\nan earlier run\n\n## Notes\n\n- written by hand\n"
     results.write_text("# Results\n\n| model |\n| --- |\n| an old row |\n\n" + sections)
     run(["ganpipe", "results", "--all-commits"], third)
     written = results.read_text()
-    table, kept = written[: written.index("\n## ") + 1], written[written.index("\n## ") + 1 :]
-    assert kept == sections
+    assert "written by hand" not in written and "an earlier run" not in written
+    assert "## Environments" in written and "## Protocol" in written
+    table = written
     # Rows of this clone's experiments only: the old file's rows are gone.
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert sorted(row.split(" | ")[0].strip("| ") for row in rows) == sorted(MACHINES.values()), table

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import shutil
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ganpipe.pipeline import paths
 from ganpipe.data.layout import NpzLayout
-from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.pipeline.errors import GanpipeError, ParamsError
 from ganpipe.pipeline.io import atomic_path, write_json
 
 LOCAL = "local"
@@ -96,6 +96,19 @@ def n_classes(raw: RawData) -> int:
     return raw.layout.max_label + 1
 
 
+def named_classes(label_names: list[str] | dict[int, str], raw: RawData, source: str) -> dict[str, str]:
+    """data.label_names (a list, or a mapping of labels 0..n-1; params validation checked its form)
+    as str(label) -> name, refused in one line unless it names every class `source` holds."""
+    names = dict(enumerate(label_names)) if isinstance(label_names, list) else label_names
+    found = n_classes(raw)
+    if len(names) != found:
+        raise ParamsError(
+            f"params.yaml: data.label_names has {len(names)} names, but {source} holds {found} classes "
+            f"(labels 0..{found - 1}); give one name per label"
+        )
+    return {str(label): names[label] for label in sorted(names)}
+
+
 def _remove_stale_files(raw_dir: Path, keep: set[str]) -> None:
     """Drop files an earlier run left for another dataset, so raw/ holds exactly one dataset."""
     for entry in raw_dir.iterdir():
@@ -121,6 +134,8 @@ def download(data_params: dict[str, Any]) -> None:
         raw = source.fetch(size, raw_dir)
     else:
         raw = source.import_local(Path(local_source), size, raw_dir)
+    if data_params["label_names"] is not None:  # a local source (params validation sees to it)
+        raw = replace(raw, label_names=named_classes(data_params["label_names"], raw, local_source))
     manifest = {
         "name": name,
         "source": local_source,

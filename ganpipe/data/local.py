@@ -1,7 +1,7 @@
 """Arbitrary local data (`data.name: local`): a MedMNIST-layout .npz file or an MNIST idx folder.
 
 Nothing is known about such data beyond its layout, so no md5 is checked and class names are the
-label numbers; the file is validated before it is taken in.
+label numbers unless `data.label_names` gives them; the file is validated before it is taken in.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from ganpipe.measure.features import (
     extract_features,
     resolved_weights,
 )
+from ganpipe.measure.protocol import HELDOUT_SPLIT, protocol_record
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.device import resolve_device
 from ganpipe.pipeline.errors import GanpipeError, run_first
@@ -42,6 +43,8 @@ from ganpipe.pipeline.processed import DATASET_SEED, check_images, read_info, re
 from ganpipe.pipeline.streams import numpy_rng
 
 REFERENCE_META = paths.REFERENCE_DIR / "reference.json"
+# The held-out reference: domain features of the split the GAN never sees (ganpipe.measure.protocol).
+HELDOUT_REFERENCE = paths.REFERENCE_DIR / "domain_heldout.npz"
 TRAIN_REFERENCE = paths.TRAIN_REFERENCE_DIR / "domain.npz"
 TRAIN_REFERENCE_META = paths.TRAIN_REFERENCE_DIR / "reference.json"
 SUBSET_RULE = "per class in proportion to the train split (largest remainder)"
@@ -114,9 +117,9 @@ def compute_reference(params: dict[str, Any]) -> dict[str, Any]:
     """The reference stage: features of a stratified random subset of min(score.num_real, n_train)
     training images per extractor, and the real-vs-real noise floor at the score's N.
 
-    Writes <key>.npz (features, mu, sigma; the domain one also the true labels)
-    and reference.json (N, how the subset was drawn, noise floors, extractors, weights md5, resizer,
-    torch-fidelity version).
+    Writes <key>.npz (features, mu, sigma; the domain one also the true labels), the domain features
+    of the held-out split (HELDOUT_REFERENCE) and reference.json (N, how the subset was drawn, noise
+    floors, the held-out entry, extractors, weights md5, resizer, torch-fidelity version).
     """
     images, labels = read_split(paths.PROCESSED_TRAIN)
     n_train = len(images)
@@ -155,6 +158,8 @@ def compute_reference(params: dict[str, Any]) -> dict[str, Any]:
             arrays["labels"] = labels[reference]
         save_npz(reference_path(extractor), **arrays)
         floor = _floor_metrics(rows(subsets["floor_real"]), rows(subsets["floor_other"]))
+        if extractor.key == "domain":
+            meta["heldout"] = _heldout_reference(params, module, device, rows(subsets["floor_other"]))
         meta["extractors"][extractor.key] = {
             "name": extractor.name,
             "feature_layer": extractor.feature_layer,
@@ -170,6 +175,33 @@ def compute_reference(params: dict[str, Any]) -> dict[str, Any]:
             reference_path(extractor).unlink(missing_ok=True)
     write_json(REFERENCE_META, meta)
     return meta
+
+
+def _heldout_reference(
+    params: dict[str, Any], module: torch.nn.Module, device: torch.device, train_sample: torch.Tensor
+) -> dict[str, Any]:
+    """Domain features of min(score.num_real, n_val) images of the held-out split (stratified, stream
+    "reference.heldout"), written to HELDOUT_REFERENCE; its entry of reference.json.
+
+    Its noise floor is what a perfect generator would score: `train_sample`, training images at the
+    score's N (the train noise floor's second set), against the held-out reference.
+    """
+    images, labels = read_split(paths.PROCESSED_VAL)
+    num_real = min(params["score"]["num_real"], len(images))
+    chosen = stratified_subset(labels, num_real, numpy_rng(DATASET_SEED, "reference.heldout"))
+    domain = EXTRACTORS["domain"]
+    features = extract_features(module, images[chosen], params["score"]["batch_size"], device)
+    features = features[domain.feature_layer]
+    stats = fid_features_to_statistics(features)
+    save_npz(HELDOUT_REFERENCE, features=features.numpy(), mu=stats["mu"], sigma=stats["sigma"])
+    return {
+        "split": HELDOUT_SPLIT,
+        "num_real": num_real,
+        "n_split": len(images),
+        "subset": f"stratified random: {SUBSET_RULE}, stream 'reference.heldout', seed {DATASET_SEED}",
+        "fid_noise_floor": fid_between(train_sample.numpy(), features.numpy()),
+        "noise_floor_num_generated": len(train_sample),
+    }
 
 
 def compute_train_reference(params: dict[str, Any]) -> dict[str, Any]:
@@ -324,6 +356,23 @@ def class_metrics(
     return out, real_hist, gen_hist
 
 
+def heldout_metrics(generated: torch.Tensor, meta: dict[str, Any]) -> dict[str, Any]:
+    """The held-out domain FID of the generated domain features (N, D) against the held-out
+    reference, with its N and noise floor (see `_heldout_reference`)."""
+    entry = meta.get("heldout")
+    if entry is None:
+        raise run_first(paths.REFERENCE_DIR, "reference", "has no held-out statistics")
+    with np.load(HELDOUT_REFERENCE) as data:
+        real = {"mu": data["mu"], "sigma": data["sigma"]}
+    fid = fid_statistics_to_metric(fid_features_to_statistics(generated), real, verbose=False)
+    return {
+        "heldout_fid": fid[KEY_METRIC_FID],
+        "heldout_split": entry["split"],
+        "heldout_num_real": entry["num_real"],
+        "heldout_fid_noise_floor": entry["fid_noise_floor"],
+    }
+
+
 def load_samples() -> np.ndarray:
     try:
         with np.load(paths.SAMPLES) as data:
@@ -402,6 +451,7 @@ def score_samples(params: dict[str, Any]) -> dict[str, Any]:
         # The real-vs-real noise floor: differences below it are sampling noise (see reference.json).
         "noise_floor_num_real": meta["noise_floor"]["num_real"],
         "noise_floor_num_generated": meta["noise_floor"]["num_generated"],
+        **protocol_record(params),
     }
     for extractor, weights in active:
         reference = load_reference(extractor, weights, meta)
@@ -421,6 +471,7 @@ def score_samples(params: dict[str, Any]) -> dict[str, Any]:
                 features, predicted, reference, info["n_classes"], load_sample_labels(len(images))
             )
             scores.update(per_class)
+            scores.update(heldout_metrics(generated[extractor.feature_layer], meta))
             write_text(paths.CLASS_HISTOGRAM_TSV, _histogram_tsv(real_hist, gen_hist))
     scores = {key: _finite_or_none(value) for key, value in scores.items()}
     write_json(paths.SCORES, scores)

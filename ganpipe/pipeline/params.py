@@ -132,6 +132,20 @@ augment_policy = _allowing(
 )
 
 
+def _label_names(key: str, value: Any) -> None:
+    """A list of distinct non-empty names, or a mapping of the labels 0..n-1 to them."""
+    names = list(value.values()) if isinstance(value, dict) else value
+    labels_ok = not isinstance(value, dict) or set(value) == set(range(len(value)))
+    names_ok = isinstance(names, list) and names and all(isinstance(n, str) and n for n in names)
+    if not (labels_ok and names_ok and len(set(names)) == len(names)):
+        _fail(key, value, label_names.allowed)
+
+
+label_names = _allowing(
+    "a list of distinct class names, one per label, or a mapping {0: name, 1: name, ...}", _label_names
+)
+
+
 def _betas(key: str, value: Any) -> None:
     if not (isinstance(value, list) and len(value) == 2 and all(_is_number(b) and 0 <= b < 1 for b in value)):
         _fail(key, value, betas.allowed)
@@ -168,6 +182,7 @@ SCHEMA: dict[str, Any] = {
         "image_size": choice(*SIZES),
         "channels": choice(1, 3),
         "limit": optional(integer(16)),
+        "label_names": optional(label_names),  # local sources only, checked below and at download
     },
     "models": None,  # a mapping of model name -> MODEL_SCHEMA, checked below
     "arch": {
@@ -270,6 +285,11 @@ def _check_data(data: dict[str, Any]) -> None:
 
     if data["name"] not in DATASETS:
         _fail("data.name", data["name"], "one of " + ", ".join(sorted(DATASETS)))
+    if data["label_names"] is not None and data["name"] != LOCAL:
+        raise ParamsError(
+            f"params.yaml: data.label_names names the classes of data.name = {LOCAL!r} only; "
+            f"{data['name']} publishes its own names: set data.label_names to null"
+        )
     if data["name"] == LOCAL and data["source"] is None:
         raise ParamsError(
             "params.yaml: data.name = 'local' needs data.source: set it to a MedMNIST-layout .npz "

@@ -30,6 +30,7 @@ STREAMS = (
     "classifier.dropout",  # domain classifier: dropout masks (global torch RNG, seeded after init)
     "reference.subset",  # real images of the scoring reference
     "reference.floor",  # the disjoint real set of the noise floor
+    "reference.heldout",  # real images of the held-out reference (the val split)
     "train_reference.subset",  # real images of the FID-during-training reference
     "train.weights",  # GAN initial weights and dropout (global torch, numpy and python RNGs)
     "train.noise",  # GAN training noise and penalty mixing weights (checkpointed)

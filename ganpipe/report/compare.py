@@ -3,7 +3,8 @@
 DVC keeps each `dvc exp run` (queued ones included, once they have run) as an experiment commit;
 `dvc exp show --json` lists them with their params and metrics. This module reads that document,
 keeps the runs that finished with metrics, and writes reports/comparison.md (one row per
-experiment) and reports/comparison.png (FID and IS per model, with the spread across seeds).
+experiment, then one per setting) and reports/comparison.png (FID and IS, one bar per setting of
+ganpipe.report.settings: runs that differ only in seed pool, with their spread).
 
 The JSON layout (DVC 3.x) is a list of commits, the first being the workspace:
     [{"rev": "workspace" | <sha>, "name": <branch> | null, "error": ..., "data": {...},
@@ -17,7 +18,6 @@ where each "data" holds {"params": {"params.yaml": {"data": {...}}},
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -32,22 +32,35 @@ from ganpipe.pipeline import paths
 from ganpipe.pipeline.errors import GanpipeError
 from ganpipe.pipeline.io import save_figure, write_text
 from ganpipe.pipeline.params import PARAMS_FILE
+from ganpipe.report.settings import (
+    METRICS,
+    Setting,
+    cell,
+    group_settings,
+    mean_std,
+    pooled,
+    seeds_label,
+    setting_labels,
+)
 
 WORKSPACE = "workspace"
 UNFINISHED_STATES = {"queued": "queued, not run yet", "running": "still running"}
 COMMIT = "commit"  # the state _experiment gets for a commit's (or the workspace's) own entry
 
-# Report columns: (column, source file, key). Params come from params.yaml, metrics from their JSON.
-METRIC_COLUMNS = (
-    ("fid", paths.SCORES, "fid"),
-    ("is_mean", paths.SCORES, "is_mean"),
-    ("kid_mean", paths.SCORES, "kid_mean"),
-    ("precision", paths.SCORES, "precision"),
-    ("recall", paths.SCORES, "recall"),
-    ("coverage_classes", paths.SCORES, "coverage_classes"),
-    ("label_accuracy", paths.SCORES, "label_accuracy"),  # conditional models only (else –)
-    ("num_generated", paths.SCORES, "num_generated"),
-    ("wall_time_s", paths.TRAIN_METRICS, "wall_time_s"),
+# The per-run table's metric columns (ganpipe.report.settings holds every metric column).
+METRIC_COLUMNS = tuple(
+    METRICS[column]
+    for column in (
+        "fid",
+        "is_mean",
+        "kid_mean",
+        "precision",
+        "recall",
+        "coverage_classes",
+        "label_accuracy",  # conditional models only (else –)
+        "num_generated",
+        "wall_time_s",
+    )
 )
 PARAM_COLUMNS = ("model", "loss", "conditional", "lr_g", "lr_d", "n_critic", "epochs", "data", "seed")
 
@@ -81,8 +94,8 @@ class Experiment:
             "data": self.params.get("data", {}).get("name"),
             "seed": self.params.get("seed"),
         }
-        for column, source, key in METRIC_COLUMNS:
-            row[column] = self.metrics.get(source.as_posix(), {}).get(key)
+        for metric in METRIC_COLUMNS:
+            row[metric.column] = metric.value(self)
         return row
 
 
@@ -216,94 +229,110 @@ def finished_experiments(
 
 
 def comparison_table(experiments: list[Experiment]) -> pd.DataFrame:
-    """One row per experiment, best FID first (rows without FID last)."""
-    table = pd.DataFrame([experiment.row() for experiment in experiments])
+    """One row per experiment, with the label of its setting (its bar), best FID first (rows without
+    FID last)."""
+    settings = group_settings(experiments)
+    label_of = {
+        id(run): label
+        for group, label in zip(settings, setting_labels(settings), strict=True)
+        for run in group.runs
+    }
+    table = pd.DataFrame([{**e.row(), "setting": label_of[id(e)]} for e in experiments])
     return table.sort_values("fid", na_position="last", kind="stable").reset_index(drop=True)
 
 
-def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+# The chart's panels, one per metric: (column, title, bar colour). A new panel is one more entry.
+PANELS = (
+    ("fid", "FID (lower is better)", "tab:blue"),
+    ("is_mean", "IS (higher is better)", "tab:green"),
+)
+POOLING = "bars pool runs that differ only in seed: mean, error bar = sample std over the seeds"
 
 
-def markdown_report(table: pd.DataFrame, skipped: list[str]) -> str:
-    """The comparison as Markdown: the table, a legend, and why some experiments are not in it."""
+def settings_table(settings: list[Setting]) -> list[str]:
+    """The chart's bars as Markdown lines: setting label, seeds, then each panel's mean ± std."""
+    columns = ["setting", "seeds", *(column for column, _, _ in PANELS)]
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
+    for group, label in zip(settings, setting_labels(settings), strict=True):
+        values = [mean_std(pooled(group, METRICS[column])) for column, _, _ in PANELS]
+        seeds = ",".join(map(cell, group.seeds))
+        lines.append("| " + " | ".join([label, seeds, *values]) + " |")
+    return lines
+
+
+def markdown_report(table: pd.DataFrame, skipped: list[str], settings: list[Setting] | None = None) -> str:
+    """The comparison as Markdown: the table, a legend, the settings the chart draws (when given),
+    and why some experiments are not in it."""
     columns = list(table.columns)
     lines = [
         "# GAN comparison",
         "",
         "Written by `ganpipe compare` from `dvc exp show --json`. FID and KID: lower is better; "
-        "IS, precision and recall: higher is better. Sorted by FID.",
+        "IS, precision and recall: higher is better. Sorted by FID. `setting` names the chart's bar "
+        "that the run is pooled into.",
         "",
         "| " + " | ".join(columns) + " |",
         "| " + " | ".join("---" for _ in columns) + " |",
     ]
-    lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in table.itertuples(index=False)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in table.itertuples(index=False)]
     sample_counts = table["num_generated"].dropna().unique()
     if len(sample_counts) > 1:
-        counts = ", ".join(map(_cell, sample_counts))
+        counts = ", ".join(map(cell, sample_counts))
         lines += [
             "",
             f"**Warning:** the rows were scored on different sample counts ({counts}); FID is "
             "biased by N, so compare only rows with equal num_generated.",
         ]
+    if settings:
+        lines += ["", f"## Settings (the chart's bars; {POOLING})", "", *settings_table(settings)]
     if skipped:
         lines += ["", "Not in the table:", ""] + [f"- {note}" for note in skipped]
     return "\n".join(lines) + "\n"
 
 
-def _group_label(table: pd.DataFrame) -> pd.Series:
-    """Bars group by model; by model and dataset when several datasets are present (FIDs of
-    different datasets are not comparable, so they must not share a bar)."""
-    if table["data"].nunique(dropna=False) > 1:
-        return table["model"].astype(str) + "\n" + table["data"].astype(str)
-    return table["model"].astype(str)
+def _draw_panel(ax: Any, settings: list[Setting], labels: list[str], column: str, color: str) -> None:
+    """One metric's bars: a bar per setting that has the metric, its seeds' mean, error bar = std
+    where there are several seeds (none for one), each bar annotated with its value and seed count."""
+    bars = [
+        (label, values)
+        for group, label in zip(settings, labels, strict=True)
+        if (values := pooled(group, METRICS[column]))
+    ]
+    ax.set_ylabel(column)
+    if not bars:
+        message = f"no {column} in {paths.SCORES.as_posix()}"
+        ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+        return
+    positions = np.arange(len(bars))
+    means = [float(np.mean(values)) for _, values in bars]
+    spreads = [float(np.std(values, ddof=1)) if len(values) > 1 else 0.0 for _, values in bars]
+    ax.bar(positions, means, color=color, alpha=0.8)
+    for position, mean, spread, (_, values) in zip(positions, means, spreads, bars, strict=True):
+        if len(values) > 1:  # one seed has no spread: no error bar rather than a zero-length one
+            ax.errorbar(position, mean, yerr=spread, color="black", capsize=6)
+        value = f"{mean:.3g} ± {spread:.2g}" if len(values) > 1 else f"{mean:.3g}"
+        ax.annotate(
+            f"{value}\n{seeds_label(len(values))}",
+            (position, mean + spread),
+            xytext=(0, 4),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=9,
+        )
+    ax.set_xticks(positions, [label.replace(" · ", "\n") for label, _ in bars])
+    ax.margins(y=0.2)
+    ax.grid(axis="y", alpha=0.3)
 
 
-def plot_comparison(table: pd.DataFrame, path: Path) -> Path:
-    """FID and IS per model: bar = mean over its experiments, error bar = std where there are several."""
-    grouped = table.assign(group=_group_label(table)).groupby("group", sort=False)
-    figure = Figure(figsize=(max(9, 1.6 * grouped.ngroups + 3), 5), layout="constrained")
-    axes = figure.subplots(1, 2)
-    for ax, column, title, color in (
-        (axes[0], "fid", "FID (lower is better)", "tab:blue"),
-        (axes[1], "is_mean", "IS (higher is better)", "tab:green"),
-    ):
-        stats = grouped[column].agg(["mean", "std", "count"])
-        stats = stats[stats["count"] > 0]
+def plot_comparison(settings: list[Setting], path: Path) -> Path:
+    """One panel per entry of PANELS, one bar per setting (group_settings), labelled by what differs."""
+    labels = setting_labels(settings)
+    figure = Figure(figsize=(max(9, 1.6 * len(PANELS) * len(settings) / 2 + 3), 5), layout="constrained")
+    for ax, (column, title, color) in zip(figure.subplots(1, len(PANELS)), PANELS, strict=True):
         ax.set_title(title)
-        ax.set_ylabel(column)
-        if stats.empty:
-            ax.text(
-                0.5,
-                0.5,
-                f"no {column} in {paths.SCORES.as_posix()}",
-                ha="center",
-                va="center",
-                transform=ax.transAxes,
-            )
-            continue
-        positions = np.arange(len(stats))
-        spread = stats["std"].fillna(0)  # one experiment: no spread to show
-        ax.bar(positions, stats["mean"], yerr=spread, capsize=6, color=color, alpha=0.8)
-        ax.set_xticks(positions, stats.index)
-        for position, mean, std, count in zip(positions, stats["mean"], spread, stats["count"], strict=True):
-            label = f"{mean:.3g} ± {std:.2g}" if count > 1 else f"{mean:.3g}"
-            ax.annotate(
-                f"{label}\nn={count}",
-                (position, mean + std),
-                xytext=(0, 4),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                fontsize=9,
-            )
-        ax.margins(y=0.2)
-        ax.grid(axis="y", alpha=0.3)
-    figure.suptitle("Models compared across experiments (error bars: std over experiments, e.g. seeds)")
+        _draw_panel(ax, settings, labels, column, color)
+    figure.suptitle(f"One bar per setting; {POOLING} (none for one seed)")
     save_figure(path, figure)
     return path
 
@@ -315,6 +344,7 @@ def compare(out_dir: Path = paths.REPORTS, all_commits: bool = False) -> tuple[l
         reasons = f" ({'; '.join(skipped)})" if skipped else ""
         raise GanpipeError(f"no experiment has metrics yet{reasons}; run `dvc repro` or `dvc exp run` first")
     table = comparison_table(experiments)
+    settings = group_settings(experiments)
     report = out_dir / "comparison.md"
-    write_text(report, markdown_report(table, skipped))
-    return [report, plot_comparison(table, out_dir / "comparison.png")], table
+    write_text(report, markdown_report(table, skipped, settings))
+    return [report, plot_comparison(settings, out_dir / "comparison.png")], table

@@ -1,171 +1,137 @@
-"""`ganpipe results`: the results table (docs/results.md) from the experiments of `dvc exp show`.
+"""`ganpipe results`: the results page (docs/results.md) from the experiments of `dvc exp show`.
 
-`ganpipe compare` lists every run; this groups runs that differ only in `seed` and reports each
-setting once, mean ± std over its seeds: domain FID (with its real-vs-real noise floor), label
-accuracy (conditional models), the TSTR ratio of the utility stage and the training time. A setting
-is the model with its loss and conditioning, the networks' width (arch.ngf / arch.ndf), DiffAugment,
-the dataset, `data.limit`, the training length, the sample count (FID is biased by N, so different N
-never share a row), the commit whose code ran (`code`) and the environment it ran in (`environment`,
-train.json's: package releases, torch's kernels and, on CPU, torch's thread count): runs of different
-code or environment never share a row either, which matters with `--all-commits` and with rows kept
-from other clones. Other params (learning rates, batch size, ...) are not columns: runs that differ
-only in those would share a row, so vary them in a clone of their own.
+`ganpipe compare` lists every run; this reports each setting once (ganpipe.report.settings: runs that
+differ only in `seed` pool), mean ± std over its seeds: domain FID with its real-vs-real noise floor,
+the held-out FID (against the split the GAN never saw) with its floor, label accuracy (conditional
+models), the utility stage's TSTR ratio and low-data arms, and the training time.
 
-Anyone can repeat the table: queue the runs (README, "Results table"), start the queue, then run
-`ganpipe results`. A rerun rewrites the title, legend and table and keeps every `## ` section after
-them (how the table was made, notes). With `keep_rows` (`--keep-rows`) it also keeps the table's rows
-of settings that have no experiment here, such as rows run in another clone, so that a table can grow
-across clones; a setting that has experiments here gets its row rewritten from them.
+The page is generated whole: the title and legend, the table, one legend of environments (a short id
+per distinct environment; rows cite the id) and the benchmark protocol (ganpipe.measure.protocol).
+Anyone can repeat the table: queue the runs (docs/protocol.md), start the queue, then run `ganpipe
+results`. With `keep_rows` (`--keep-rows`) the page's rows of settings that have no experiment here,
+such as rows run in another clone, stay, so that a table can grow across clones; a setting that has
+experiments here gets its row rewritten from them.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ganpipe.pipeline import paths
+from ganpipe.measure.protocol import protocol_lines
 from ganpipe.pipeline.errors import GanpipeError
 from ganpipe.pipeline.io import write_text
 from ganpipe.report.compare import Experiment, finished_experiments
+from ganpipe.report.settings import (
+    LATER_COLUMNS,
+    METRICS,
+    MISSING,
+    SETTING_COLUMNS,
+    cell,
+    group_settings,
+    mean_std,
+    pooled,
+)
 
 RESULTS = Path("docs") / "results.md"
-SETTING_COLUMNS = (
-    "model",
-    "loss",
-    "conditional",
-    "width",
-    "augment",
-    "data",
-    "limit",
-    "steps",
-    "num_generated",
-    "code",
-    "environment",
-)
-# Setting columns added after tables were written, whose "–" in a kept row means "not in that table"
-# (every run has arch.ngf and arch.ndf), not a value.
-LATER_COLUMNS = ("width",)
-# (column, metrics file, key): averaged over the seeds of a setting.
+# The measured columns, each averaged over the seeds of a setting (ganpipe.report.settings.METRICS).
 MEASURED = (
-    ("fid", paths.SCORES, "fid"),
-    ("fid_noise_floor", paths.SCORES, "fid_noise_floor"),
-    ("label_accuracy", paths.SCORES, "label_accuracy"),
-    ("tstr_ratio", paths.UTILITY_METRICS, "tstr_ratio"),
-    # The utility stage's low-data arms: a fraction of the real training split alone, and with synthetic.
-    ("low_accuracy", paths.UTILITY_METRICS, "low_accuracy_mean"),
-    ("low_mixed_accuracy", paths.UTILITY_METRICS, "low_mixed_accuracy_mean"),
-    ("train_time_s", paths.TRAIN_METRICS, "train_time_s"),
+    "fid",
+    "fid_noise_floor",
+    "heldout_fid",
+    "heldout_fid_noise_floor",
+    "label_accuracy",
+    "tstr_ratio",
+    "low_accuracy",
+    "low_mixed_accuracy",
+    "train_time_s",
 )
-
-
-def width(params: dict[str, Any]) -> str | None:
-    """The `width` cell of a run's params: "arch.ngf/arch.ndf", or None where params lack them."""
-    arch = params.get("arch", {})
-    return f"{arch['ngf']}/{arch['ndf']}" if "ngf" in arch and "ndf" in arch else None
-
-
-def setting(experiment: Experiment) -> tuple[Any, ...]:
-    """What a row stands for: everything but the seed that shapes the numbers."""
-    params = experiment.params
-    model = params.get("model")
-    config = params.get("models", {}).get(model, {})
-    data = params.get("data", {})
-    source = data.get("source")
-    dataset = data.get("name") if not source else f"{data.get('name')}:{Path(str(source)).name}"
-    train = params.get("train", {})
-    augment = ",".join(train.get("augment") or []) or "none"
-    trained = experiment.metrics.get(paths.TRAIN_METRICS.as_posix(), {})
-    num_generated = experiment.metrics.get(paths.SCORES.as_posix(), {}).get("num_generated")
-    return (
-        model,
-        config.get("loss"),
-        config.get("conditional", "none"),
-        width(params),
-        augment,
-        dataset,
-        data.get("limit"),
-        trained.get("steps"),
-        num_generated,
-        experiment.baseline[:7],
-        trained.get("environment"),
-    )
-
-
-def _value(experiment: Experiment, source: Path, key: str) -> float | None:
-    value = experiment.metrics.get(source.as_posix(), {}).get(key)
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.4g}"
-    return f"{np.mean(values):.4g} ± {np.std(values, ddof=1):.2g}"
+COLUMNS = (*SETTING_COLUMNS, "seeds", *MEASURED)
+HEADER = "| " + " | ".join(COLUMNS) + " |"
+ENVIRONMENTS_HEADING = "## Environments"
+PROTOCOL_HEADING = "## Protocol"
+# What the columns hold, above the table.
+COLUMN_NOTES = (
+    "- `fid`: the domain FID (lower is better); `fid_noise_floor`: the same metric between two "
+    "disjoint real training sets at the same N.",
+    "- `heldout_fid`: the domain FID against the split the GAN never saw (see Protocol); "
+    "`heldout_fid_noise_floor`: training images against that split.",
+    "- `label_accuracy`: the domain classifier's accuracy on generated images against their "
+    "conditioning labels.",
+    "- `tstr_ratio`: the utility stage's train-on-synthetic / train-on-real test accuracy; "
+    "`low_accuracy` / `low_mixed_accuracy`: its low-data arms' test accuracy (a fraction of the real "
+    "training split alone / with synthetic images added).",
+    "- `width`: the generator's / critic's base channel count (arch.ngf / arch.ndf); `code`: the "
+    "commit whose code made the row; `environment`: the id of the environment it ran in (see "
+    "Environments).",
+)
+ENVIRONMENTS_NOTE = (
+    "Package releases, torch's kernels and, on CPU, torch's thread count, as train.json records them "
+    "(code up to 5bcb56e did not record the thread count)."
+)
+ENVIRONMENT_ID = "E"  # environment ids are E1, E2, ... in the order the table first cites them
 
 
 def results_rows(experiments: list[Experiment]) -> list[dict[str, Any]]:
-    """One row per setting, in the order settings first appear, with `seeds` (how many runs)."""
-    groups: dict[tuple[Any, ...], list[Experiment]] = {}
-    for experiment in experiments:
-        groups.setdefault(setting(experiment), []).append(experiment)
+    """One row per setting, in the order settings first appear, with `seeds` (which runs)."""
     rows = []
-    for key, members in groups.items():
-        row: dict[str, Any] = dict(zip(SETTING_COLUMNS, key))
+    for group in group_settings(experiments):
+        row: dict[str, Any] = dict(group.values)
         # Ascending, whatever order `dvc exp show` lists the runs in (newest first, queue order).
-        row["seeds"] = ",".join(str(seed) for seed in sorted(m.params.get("seed") for m in members))
-        for column, source, metric in MEASURED:
-            row[column] = _mean_std([v for m in members if (v := _value(m, source, metric)) is not None])
+        row["seeds"] = ",".join(map(cell, group.seeds))
+        row.update({column: mean_std(pooled(group, METRICS[column])) for column in MEASURED})
         rows.append(row)
     return rows
 
 
-COLUMNS = (*SETTING_COLUMNS, "seeds", *(column for column, _, _ in MEASURED))
-HEADER = "| " + " | ".join(COLUMNS) + " |"
-
-
-def _cell(value: Any) -> str:
-    return "–" if value is None else str(value)
+def environment_ids(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """environment -> short id ("E1", ...), numbered in the order the rows first name them."""
+    ids: dict[str, str] = {}
+    for row in rows:
+        environment = row["environment"]
+        if environment not in (None, MISSING) and environment not in ids:
+            ids[environment] = f"{ENVIRONMENT_ID}{len(ids) + 1}"
+    return ids
 
 
 def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
+    """The whole page: title, legend, table, environments, protocol and the runs left out."""
+    ids = environment_ids(rows)
     lines = [
         "# Results",
         "",
-        "Written by `ganpipe results` from `dvc exp show --json`: one row per setting, mean ± std "
-        "(sample std) over the seeds listed. `fid` is the domain FID (lower is better) and "
-        "`fid_noise_floor` the same metric between two disjoint real sets at the same N; `label_accuracy` "
-        "the domain classifier's accuracy on generated images against their conditioning labels; "
-        "`tstr_ratio` the utility stage's train-on-synthetic / train-on-real test accuracy, and "
-        "`low_accuracy` / `low_mixed_accuracy` its low-data arms' test accuracy (a fraction of the real "
-        "training split alone / with synthetic images added; each the mean of the stage's runs). "
-        "`width` is the generator's / critic's base channel count (arch.ngf / arch.ndf), `code` the "
-        "commit whose code made the row and `environment` the package releases, torch kernels and CPU "
-        "threads it ran with (– in rows written before the column existed, or where the runs did not "
-        "record it; code up to 5bcb56e did not record the threads).",
+        "Written by `ganpipe results` from `dvc exp show --json`: one row per setting (runs that differ "
+        "only in seed), mean ± std (sample std) over the seeds listed; – where the runs did not record "
+        "a value (rows made before it existed, or unconditional models' label accuracy).",
+        "",
+        *COLUMN_NOTES,
         "",
         HEADER,
         "| " + " | ".join("---" for _ in COLUMNS) + " |",
     ]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(row[column]) for column in COLUMNS) + " |")
+        cells = {**row, "environment": ids.get(row["environment"], row["environment"])}
+        lines.append("| " + " | ".join(cell(cells[column]) for column in COLUMNS) + " |")
+    lines += ["", ENVIRONMENTS_HEADING, "", ENVIRONMENTS_NOTE, ""]
+    lines += [f"- `{short}`: {environment}" for environment, short in ids.items()] or ["- none recorded"]
+    lines += ["", PROTOCOL_HEADING, "", *protocol_lines(), "", "To rerun it: [the protocol](protocol.md)."]
     if skipped:
         lines += ["", "Not in the table:", ""] + [f"- {note}" for note in skipped]
     return "\n".join(lines) + "\n"
 
 
-def kept_sections(text: str) -> str:
-    """What a rewrite of the table keeps from the old file: everything from its first `## ` heading.
-
-    The table part has no such heading, so the sections after it (how the table was made, notes
-    written by hand) survive `ganpipe results` runs; only the title, the legend and the table change.
-    """
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
-    return "".join(lines[start:])
+def _legend(lines: list[str]) -> dict[str, str]:
+    """short id -> environment, from the Environments section of a page `markdown` wrote."""
+    if ENVIRONMENTS_HEADING not in lines:
+        return {}
+    legend = {}
+    for line in lines[lines.index(ENVIRONMENTS_HEADING) + 1 :]:
+        if line.startswith("## "):
+            break
+        if line.startswith("- `") and "`: " in line:
+            short, environment = line[3:].split("`: ", 1)
+            legend[short] = environment
+    return legend
 
 
 def _cells(line: str) -> list[str]:
@@ -173,10 +139,11 @@ def _cells(line: str) -> list[str]:
 
 
 def table_rows(text: str, source: Path) -> list[dict[str, str]]:
-    """The rows of the table `markdown` wrote into `text` (read from `source`), as cell strings.
+    """The rows of the table `markdown` wrote into `text` (read from `source`), as cell strings, with
+    each environment id replaced by the environment its legend names.
 
-    A table written before a column was added reads with "–" in it (such as `environment`, which
-    older runs did not record); a column this version does not write is refused in one line.
+    A table written before a column was added reads with "–" in it (such as `heldout_fid`, which
+    older runs did not measure); a column this version does not write is refused in one line.
     """
     lines = text.splitlines()
     start = next((index for index, line in enumerate(lines) if line.startswith("| model |")), None)
@@ -189,12 +156,15 @@ def table_rows(text: str, source: Path) -> list[dict[str, str]]:
             f"{source}'s table has columns `ganpipe results` does not write "
             f"({', '.join(unknown)}); move the file aside or run without --keep-rows"
         )
+    legend = _legend(lines)
     rows = []
     for line in lines[start + 2 :]:  # past the header and its --- line
         if not line.startswith("| "):
             break
-        row = dict.fromkeys(COLUMNS, "–")
+        row = dict.fromkeys(COLUMNS, MISSING)
         row.update(zip(columns, _cells(line)))
+        # Tables written before the legend hold the environment itself: it is kept as it is.
+        row["environment"] = legend.get(row["environment"], row["environment"])
         rows.append(row)
     return rows
 
@@ -210,9 +180,9 @@ def merged_rows(rows: list[dict[str, Any]], earlier: list[dict[str, str]]) -> li
     def covered(old: dict[str, str]) -> bool:
         return any(
             all(
-                _cell(row[column]) == old[column]
+                cell(row[column]) == old[column]
                 for column in SETTING_COLUMNS
-                if not (column in LATER_COLUMNS and old[column] == "–")
+                if not (column in LATER_COLUMNS and old[column] == MISSING)
             )
             for row in rows
         )
@@ -223,18 +193,18 @@ def merged_rows(rows: list[dict[str, Any]], earlier: list[dict[str, str]]) -> li
 def write_results(
     out: Path = RESULTS, all_commits: bool = False, keep_rows: bool = False, repo: Path = Path(".")
 ) -> tuple[Path, list[dict[str, Any]]]:
-    """Write the results table of `repo`'s experiments to `out` (a path of its own, not relative to
-    `repo`), keeping its sections after the table; the path and the rows.
+    """Write the results page of `repo`'s experiments to `out` (a path of its own, not relative to
+    `repo`); the path and the rows.
 
-    With `keep_rows`, `out`'s rows of settings that no experiment here has stay in the table.
+    With `keep_rows`, `out`'s rows of settings that no experiment here has stay in the table; then a
+    repo without experiments rewrites the page from its kept rows alone (through this version's
+    layout), as long as it has some.
     """
     experiments, skipped = finished_experiments(all_commits, repo)
-    if not experiments:
-        raise GanpipeError("no experiment has metrics yet; run `dvc exp run` or `dvc queue start` first")
     old = out.read_text() if out.exists() else ""
-    rows = results_rows(experiments)
-    if keep_rows:
-        rows = merged_rows(rows, table_rows(old, out))
-    kept = kept_sections(old)
-    write_text(out, markdown(rows, skipped) + ("\n" + kept if kept else ""))
+    earlier = table_rows(old, out) if keep_rows else []
+    if not experiments and not earlier:
+        raise GanpipeError("no experiment has metrics yet; run `dvc exp run` or `dvc queue start` first")
+    rows = merged_rows(results_rows(experiments), earlier)
+    write_text(out, markdown(rows, skipped))
     return out, rows
