@@ -3,6 +3,7 @@ Resume after kill -9 with it on: tests/test_train.py, the one run with every tra
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,11 @@ from conftest import tiny_params
 from training import TRAIN_OUTPUTS, train_in
 
 from ganpipe.gan.augment import DRAWS, DiffAugment
+from ganpipe.gan.losses import LOSSES
+from ganpipe.gan.train import Run, Steps
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.errors import ParamsError
-from ganpipe.pipeline.params import validate
+from ganpipe.pipeline.params import model_config, validate
 
 
 def _augment(policy: list[str], uniform: list[float], batch: int = 1, side: int = 16) -> DiffAugment:
@@ -117,3 +120,31 @@ def test_augmented_training_is_bit_identical_and_differs_from_plain(processed_di
 def test_augment_policy_is_validated(bad: Any) -> None:
     with pytest.raises(ParamsError, match=r"train\.augment = .* among color, translation, cutout"):
         validate(tiny_params(train__augment=bad))
+
+
+def _critic_scores(critic: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """An unconditional critic's scores: the one place this file calls a critic; adapt it here when
+    the critic's call signature changes."""
+    return critic(images)
+
+
+@pytest.mark.parametrize("model", ["wgan_gp", "dcgan"])
+def test_generator_step_scores_augmented_fakes(model: str) -> None:
+    """The generator's loss is L_G(D(T(G(z)))) with the step's own draws of z and T: recomputed from
+    the weights before the step it matches exactly, and it differs from the loss without T."""
+    params = validate(tiny_params(model=model, train__augment=["color", "translation", "cutout"]))
+    run = Run(params, torch.device("cpu"), channels=1, size=16, prior=torch.full((10,), 0.1))
+    images = torch.randint(0, 256, (params["train"]["batch_size"], 1, 16, 16), dtype=torch.uint8)
+    steps = Steps(run, params, images, torch.zeros(len(images), dtype=torch.int64))
+    generator_before = copy.deepcopy(run.generator)
+    steps.generator_step()
+    (loss_g,) = steps.outputs["generator"]
+    loss = LOSSES[model_config(params)["loss"]]
+    with torch.no_grad():
+        fakes = generator_before(steps.z_generator)
+        scores_augmented = _critic_scores(run.critic, steps.augment_generator(fakes))
+        scores_plain = _critic_scores(run.critic, fakes)
+    assert torch.equal(loss_g, loss.generator(scores_augmented))  # bit-identical: the same CPU ops
+    # T changes what the critic sees (not a no-op on these draws), so without T the loss would differ.
+    assert not torch.allclose(scores_augmented, scores_plain, rtol=1e-3, atol=0)
+    assert not torch.equal(loss_g, loss.generator(scores_plain))

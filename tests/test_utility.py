@@ -14,6 +14,8 @@ import pytest
 from conftest import tiny_params
 
 from ganpipe.data import download, preprocess
+from ganpipe.measure import utility
+from ganpipe.measure.classifier import evaluate, train_classifier
 from ganpipe.measure.utility import ARMS, arm_data, measure_utility
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.io import save_npz
@@ -82,6 +84,43 @@ def test_arms_never_train_on_the_test_or_val_split(in_root: Path) -> None:
     assert np.all(np.abs(low_counts - np.bincount(train[1]) * 0.2) <= 1)  # stratified
     assert _bytes(arms["low"][0]) <= _bytes(train[0])
     assert arm_data(train, synthetic, 10, params, run=1)["low"][1].tolist() != arms["low"][1].tolist()
+
+
+def test_arms_select_on_val_and_are_tested_on_test_only(
+    in_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Classification Accuracy Score protocol: every arm's classifier selects its weights on the
+    real val split and is evaluated on the real test split, and neither split is trained on. The real
+    functions run; the wrappers record which images reached selection and evaluation. Only the first
+    arm's classifier is trained (the others reuse it): what is checked is where the data flows."""
+    splits = {
+        name: _bytes(read_split(path)[0])
+        for name, path in (("val", paths.PROCESSED_VAL), ("test", paths.PROCESSED_TEST))
+    }
+    assert splits["val"] and splits["test"] and not splits["val"] & splits["test"]  # distinguishable
+    seen: dict[str, list[set[bytes]]] = {"training": [], "selection": [], "evaluation": []}
+    trained: list[Any] = []
+
+    def recorded_training(images: np.ndarray, labels: np.ndarray, n_classes: int, **options: Any) -> Any:
+        seen["training"].append(_bytes(images))
+        seen["selection"].append(_bytes(options["val_images"]))
+        if not trained:
+            trained.append(train_classifier(images, labels, n_classes, **options))
+        return trained[0]
+
+    def recorded_evaluation(model: Any, images: np.ndarray, labels: np.ndarray, device: Any) -> Any:
+        seen["evaluation"].append(_bytes(images))
+        return evaluate(model, images, labels, device)
+
+    monkeypatch.setattr(utility, "train_classifier", recorded_training)
+    monkeypatch.setattr(utility, "evaluate", recorded_evaluation)
+    train_images, train_labels = read_split(paths.PROCESSED_TRAIN)
+    save_npz(paths.SAMPLES, images=train_images, labels=train_labels)
+    measure_utility(_params(utility__epochs=1))
+    assert len(seen["selection"]) == len(seen["evaluation"]) == len(ARMS)
+    assert all(selection == splits["val"] for selection in seen["selection"])
+    assert all(evaluation == splits["test"] for evaluation in seen["evaluation"])
+    assert not any(images & (splits["val"] | splits["test"]) for images in seen["training"])
 
 
 def _run(samples: dict[str, np.ndarray]) -> dict[str, Any]:
