@@ -5,6 +5,7 @@ unconditional model is skipped with a reason instead of failing."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,14 @@ def test_arms_select_on_val_and_are_tested_on_test_only(
     assert all(selection == splits["val"] for selection in seen["selection"])
     assert all(evaluation == splits["test"] for evaluation in seen["evaluation"])
     assert not any(images & (splits["val"] | splits["test"]) for images in seen["training"])
+
+
+def test_summary_is_the_mean_and_sample_std_over_runs() -> None:
+    # Runs 0.5, 0.7, 0.9 (one undefined): mean 0.7, sample std sqrt(((-0.2)² + 0² + 0.2²) / 2) = 0.2.
+    assert utility._summary([0.5, None, 0.7, 0.9]) == {"mean": 0.7, "std": 0.2}
+    assert utility._summary([0.8]) == {"mean": 0.8, "std": 0.0}  # one run: no spread
+    assert utility._summary([None, None]) == {"mean": None, "std": None}
+    assert utility._summary([1 / 3, 2 / 3]) == {"mean": 0.5, "std": round(math.sqrt(1 / 18), 6)}
 
 
 def _run(samples: dict[str, np.ndarray]) -> dict[str, Any]:
