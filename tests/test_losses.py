@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from ganpipe.gan import losses
 from ganpipe.gan.losses import LOSSES, auxiliary_classifier_loss, gradient_penalty
 from ganpipe.gan.models import Critic
 
@@ -62,6 +63,18 @@ EXPECTED = {
 
 def test_every_registered_loss_has_known_values() -> None:
     assert set(EXPECTED) == set(LOSSES)
+
+
+def test_register_loss_adds_a_catalogued_name_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(losses.LOSS_OPTIONS, "test_loss", ())
+    monkeypatch.setattr(losses, "LOSSES", dict(LOSSES))
+    critic, generator = losses.hinge_critic, losses.wasserstein_generator
+    losses.register_loss("test_loss", critic, generator)
+    assert losses.LOSSES["test_loss"] == losses.Loss("test_loss", critic, generator)
+    with pytest.raises(ValueError, match=r"register_loss\('test_loss'\): .* already registered"):
+        losses.register_loss("test_loss", critic, generator)
+    with pytest.raises(ValueError, match=r"add 'unlisted' to LOSS_OPTIONS in ganpipe/gan/catalog.py"):
+        losses.register_loss("unlisted", critic, generator)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -130,6 +130,7 @@ def test_summary_is_the_mean_and_sample_std_over_runs() -> None:
     assert utility._summary([0.8]) == {"mean": 0.8, "std": 0.0}  # one run: no spread
     assert utility._summary([None, None]) == {"mean": None, "std": None}
     assert utility._summary([1 / 3, 2 / 3]) == {"mean": 0.5, "std": round(math.sqrt(1 / 18), 6)}
+    assert utility._summary([0.0, 1 / 3, 2 / 3]) == {"mean": 0.333333, "std": 0.333333}  # 6 decimals
 
 
 def _run(samples: dict[str, np.ndarray]) -> dict[str, Any]:
