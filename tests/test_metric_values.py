@@ -108,7 +108,9 @@ def _reference(real: np.ndarray) -> dict[str, np.ndarray]:
     return {"features": real, "mu": real.mean(axis=0), "sigma": np.cov(real, rowvar=False)}
 
 
-@pytest.fixture(scope="module")
+# Function-scoped on purpose: mutmut runs for each mutant the tests that called it, and a shared
+# fixture would credit the call to the first test only.
+@pytest.fixture
 def scored() -> tuple[dict[str, float], np.ndarray, np.ndarray, np.ndarray]:
     generated, real = _features(1, scale=1.3, shift=0.4), _features(2)
     logits = np.random.default_rng(3).standard_normal((N, CLASSES)) * 2.0
@@ -118,6 +120,29 @@ def scored() -> tuple[dict[str, float], np.ndarray, np.ndarray, np.ndarray]:
     }
     metrics = fidelity_metrics(inputs, _reference(real), DOMAIN, kid_subset_size=N)
     return metrics, generated, real, logits
+
+
+def test_fidelity_metrics_keys(scored) -> None:
+    assert set(scored[0]) == {"fid", "kid_mean", "kid_std", "precision", "recall", "is_mean", "is_std"}
+
+
+def test_kid_subsets_are_seeded() -> None:
+    """With N above the subset size, KID averages random subsets: drawn from RNG_SEED, so the same
+    inputs give the same value, run after run."""
+    generated, real = _features(1, 80), _features(2, 70)
+    inputs = {DOMAIN.feature_layer: torch.from_numpy(generated), DOMAIN.logits_layer: torch.zeros(80, 3)}
+    runs = [fidelity_metrics(inputs, _reference(real), DOMAIN, kid_subset_size=50) for _ in range(2)]
+    assert runs[0]["kid_std"] > 0 and runs[0]["kid_mean"] == runs[1]["kid_mean"]
+    floors = [_floor_metrics(torch.from_numpy(real), torch.from_numpy(generated)) for _ in range(2)]
+    assert floors[0] == floors[1]
+
+
+@pytest.mark.parametrize("sizes", [(40, 60), (60, 40)])
+def test_noise_floor_kid_subset_fits_the_smaller_set(sizes: tuple[int, int]) -> None:
+    real, other = (torch.from_numpy(_features(seed, size)) for seed, size in zip((8, 9), sizes))
+    floor = _floor_metrics(real, other)
+    assert floor["fid_noise_floor"] == pytest.approx(scipy_fid(other.numpy(), real.numpy()), rel=RELATIVE)
+    assert math.isfinite(floor["kid_noise_floor"])
 
 
 def test_fid_agrees_with_scipy_sqrtm(scored) -> None:
@@ -204,6 +229,27 @@ def test_coverage_kl_is_kl_of_real_from_generated_class_frequencies() -> None:
     assert COVERAGE_SHARE == 0.1
     assert out["coverage_classes"] == 2  # class 2 gets 0.01 < 0.1 × 0.2; class 3 is not a real class
     assert out["label_accuracy"] is None and out["class_labels"] == "predicted"
+    assert out["n_classes"] == 4 and out["intra_fid_min_samples"] == MIN_INTRA_SAMPLES
+    # Without conditioning labels, per-class metrics split the generated rows by the predicted class;
+    # class 0 has exactly MIN_INTRA_SAMPLES real images (50), the least that is scored.
+    assert MIN_INTRA_SAMPLES == 50
+    gen_0 = _features(7, 100)[_labels(generated_counts) == 0]
+    assert out["intra_fid_0"] == pytest.approx(scipy_fid(gen_0, reference["features"][:50]), rel=RELATIVE)
+    assert out["intra_fid_1"] is None  # 30 real images of class 1: too few
+
+
+def test_coverage_counts_a_class_at_exactly_the_share() -> None:
+    """gen_hist >= COVERAGE_SHARE × real_hist: 5 of 100 generated against half the real images."""
+    reference = {"labels": _labels([50, 50]), "features": _features(6, 100)}
+    out, _, _ = class_metrics(_features(7, 100), _labels([5, 95]), reference, 2)
+    assert out["coverage_classes"] == 2
+
+
+def test_per_class_means_are_null_when_no_class_has_enough_samples() -> None:
+    reference = {"labels": _labels([10, 10]), "features": _features(6, 20)}
+    out, _, _ = class_metrics(_features(7, 20), _labels([10, 10]), reference, 2)
+    assert out["intra_fid_mean"] is None and out["class_precision_mean"] is None
+    assert out["class_recall_mean"] is None
 
 
 def test_per_class_fid_precision_recall_split_by_conditioning_labels() -> None:
@@ -240,20 +286,30 @@ def test_per_class_fid_precision_recall_split_by_conditioning_labels() -> None:
 # --- the noise floor ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("num_images", [1797, 300])
-def test_noise_floor_sets_are_disjoint_and_score_above_zero_on_real_digits(num_images: int) -> None:
+RULES = {
+    "other": "the reference vs other training images",
+    "halves": "two disjoint stratified halves of the train split (too few images for the score's N)",
+}
+
+
+@pytest.mark.parametrize(("num_images", "rule"), [(1797, "other"), (400, "other"), (300, "halves")])
+def test_noise_floor_sets_are_disjoint_and_score_above_zero_on_real_digits(
+    num_images: int, rule: str
+) -> None:
     """Both rules give two disjoint stratified sets of real digits and an FID floor above 0 on their
-    pixels: the reference vs other training images (1797 images, 200 + 200), and two halves when too
-    few are left over (300 images: 100 left for 200 wanted). The KID floor is an unbiased estimate of
-    0 here (one distribution), so it is checked against the hand MMD, not for its sign."""
+    pixels: the reference vs other training images (1797 images, 200 + 200; 400 images: exactly 200
+    left over), and two halves when too few are left (300 images: 100 left for 200 wanted). The KID
+    floor is an unbiased estimate of 0 here (one distribution): it is checked against the hand MMD,
+    not for its sign."""
     digits = load_digits()
     labels, pixels = digits.target[:num_images], digits.data[:num_images] / 16.0  # float64 in [0, 1]
     subsets = reference_subsets(labels, 200, 200)
     floor_real, floor_other = subsets["floor_real"], subsets["floor_other"]
     assert len(np.intersect1d(floor_real, floor_other)) == 0
     assert len(np.unique(floor_real)) == len(floor_real) and len(np.unique(floor_other)) == len(floor_other)
-    expected = 200 if num_images >= 400 else num_images // 2
+    expected = 200 if rule == "other" else num_images // 2
     assert len(floor_real) == len(floor_other) == expected and len(subsets["reference"]) == 200
+    assert subsets["floor_rule"] == RULES[rule]
     for chosen in (floor_real, floor_other):  # stratified: every class, in proportion
         share = np.bincount(labels[chosen], minlength=10) / len(chosen)
         np.testing.assert_allclose(share, np.bincount(labels, minlength=10) / len(labels), atol=0.01)
