@@ -55,6 +55,36 @@ def test_translation_shifts_by_up_to_an_eighth_with_zero_padding() -> None:
     assert torch.equal(centred, x)
 
 
+def test_contrast_scales_about_each_images_own_mean() -> None:
+    x = torch.stack([torch.rand(3, 8, 8), torch.rand(3, 8, 8) + 2.0])
+    flat = _augment(["color"], [0.5, 0.5, 0.0, 0, 0, 0, 0], batch=2, side=8)(x)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(flat, (x - mean) * 0.5 + mean)
+
+
+def test_translation_by_more_than_the_padding_still_fills_zeros() -> None:
+    """side 32: shifts of -4..4, beyond the one-pixel padding the gather reads: rows and columns that
+    come from outside the image must be zero in both directions."""
+    x = torch.arange(32 * 32, dtype=torch.float32).view(1, 1, 32, 32) + 1
+    up_left = _augment(["translation"], [0, 0, 0, 0.0, 0.0, 0, 0], side=32)(x)  # -4 rows, -4 columns
+    expected = torch.zeros_like(x)
+    expected[..., 4:, 4:] = x[..., :28, :28]  # out[r, c] = in[r - 4, c - 4]
+    assert torch.equal(up_left, expected)
+    down_right = _augment(["translation"], [0, 0, 0, 0.99, 0.99, 0, 0], side=32)(x)
+    expected = torch.zeros_like(x)
+    expected[..., :28, :28] = x[..., 4:, 4:]
+    assert torch.equal(down_right, expected)
+
+
+def test_cutout_of_an_odd_square_and_distinct_row_and_column_draws() -> None:
+    """side 14: a 7 × 7 square, centres 0..13 (14 positions for an odd side, as in the reference);
+    row centre from draw 5, column centre from draw 6."""
+    x = torch.ones(1, 1, 14, 14)
+    out = _augment(["cutout"], [0, 0, 0, 0, 0, 0.5, 0.99], side=14)(x)  # centres row 7, column 13
+    zero = (out[0, 0] == 0).nonzero()
+    assert (zero[:, 0].min(), zero[:, 0].max(), zero[:, 1].min(), zero[:, 1].max()) == (4, 10, 10, 13)
+
+
 def test_cutout_zeroes_a_half_side_square_clipped_to_the_image() -> None:
     x = torch.ones(1, 2, 16, 16)
     out = _augment(["cutout"], [0, 0, 0, 0, 0, 0.5, 0.5])(x)  # centre 8 of 17 positions: rows 4..11
@@ -97,7 +127,7 @@ def test_gradient_penalty_differentiates_through_every_op() -> None:
 
 
 def test_unknown_ops_are_refused() -> None:
-    with pytest.raises(ValueError, match="unknown DiffAugment ops"):
+    with pytest.raises(ValueError, match=r"unknown DiffAugment ops.*; use color, translation, cutout"):
         DiffAugment(["colour"], 1, 16, "cpu")
 
 
