@@ -6,7 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +59,36 @@ def test_unwritable_checkpoint_dir_fails_before_loading_data(
     assert "set train.checkpoint_dir to a folder you can write" in message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
-def test_read_only_checkpoint_dir_is_refused(tmp_path: Path) -> None:
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    folder.chmod(0o500)
+@contextmanager
+def read_only_folder(path: Path) -> Iterator[Path]:
+    """A folder nobody can create files in, root included. Permission bits do not stop root (CI runs
+    as root), the immutable attribute does: `chattr +i` as root, `chmod 0o500` otherwise."""
+    path.mkdir()
+    as_root = os.geteuid() == 0
+    if as_root:
+        made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True, check=False)
+        if made.returncode != 0:  # no chattr, or a file system without the attribute (tmpfs)
+            pytest.skip(f"chattr +i failed as root: {made.stderr.strip()}")
+    else:
+        path.chmod(0o500)
     try:
-        with pytest.raises(ParamsError, match="not a writable folder"):
-            prepare_checkpoint_dir(folder)
+        yield path
     finally:
-        folder.chmod(0o700)
+        if as_root:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        else:
+            path.chmod(0o700)
+
+
+def test_read_only_checkpoint_dir_is_refused(tmp_path: Path) -> None:
+    with read_only_folder(tmp_path / "ro") as folder:
+        with pytest.raises(ParamsError, match="not a writable folder") as caught:
+            prepare_checkpoint_dir(folder)
+        assert _one_line(str(caught.value)) and "train.checkpoint_dir" in str(caught.value)
+        # A new folder below a read-only one is refused too (mkdir fails, not only the probe).
+        with pytest.raises(ParamsError, match="not a writable folder"):
+            prepare_checkpoint_dir(folder / "checkpoints")
+        assert not list(folder.iterdir())  # nothing was written
 
 
 def test_checkpoint_dir_is_created(tmp_path: Path) -> None:

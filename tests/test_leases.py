@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -122,6 +123,38 @@ def test_multi_gpu_leases_are_all_or_nothing(monkeypatch) -> None:
         leases.release_gpus([held])
     with pytest.raises(GanpipeError, match="4 GPUs wanted but this machine has 3"):
         leases.acquire_gpus(4, gpus)
+
+
+def test_multi_gpu_lease_waits_holding_nothing_until_enough_are_free() -> None:
+    """Two GPUs wanted, one free: the worker waits without keeping the free one (another worker can
+    take it meanwhile), and succeeds once two are released."""
+    gpus = ["0", "1", "2"]
+    leases._prepare_lock_dir()
+    others = {gpu: leases._try_lock(gpu) for gpu in ("1", "2")}  # other workers hold GPUs 1 and 2
+    outcome: dict[str, list[int]] = {}
+
+    def waiter() -> None:
+        indices, descriptors = leases.acquire_gpus(2, gpus, poll=0.01)
+        outcome["indices"] = indices
+        leases.release_gpus(descriptors)
+
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    try:
+        thread.join(timeout=0.5)
+        assert thread.is_alive() and not outcome  # one free GPU of two wanted: it waits
+        # All or nothing: the waiter lets GPU 0 go between attempts, so a third worker gets it.
+        deadline, taken = time.monotonic() + 10, None
+        while taken is None and time.monotonic() < deadline:
+            taken = leases._try_lock("0")
+        assert taken is not None, "the waiting worker kept GPU 0 while it could not have two"
+        others["0"] = taken
+        leases.release_gpus([others.pop("1"), others.pop("2")])
+        thread.join(timeout=10)
+        assert outcome == {"indices": [1, 2]}
+    finally:
+        leases.release_gpus([fd for fd in others.values() if fd is not None])
+        thread.join(timeout=10)
 
 
 def test_locks_are_named_by_the_visible_devices_physical_ids(monkeypatch, lock_folder: Path) -> None:

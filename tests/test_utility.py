@@ -5,6 +5,7 @@ unconditional model is skipped with a reason instead of failing."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import pytest
 from conftest import tiny_params
 
 from ganpipe.data import download, preprocess
+from ganpipe.measure import utility
+from ganpipe.measure.classifier import evaluate, train_classifier
 from ganpipe.measure.utility import ARMS, arm_data, measure_utility
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.io import save_npz
@@ -82,6 +85,52 @@ def test_arms_never_train_on_the_test_or_val_split(in_root: Path) -> None:
     assert np.all(np.abs(low_counts - np.bincount(train[1]) * 0.2) <= 1)  # stratified
     assert _bytes(arms["low"][0]) <= _bytes(train[0])
     assert arm_data(train, synthetic, 10, params, run=1)["low"][1].tolist() != arms["low"][1].tolist()
+
+
+def test_arms_select_on_val_and_are_tested_on_test_only(
+    in_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Classification Accuracy Score protocol: every arm's classifier selects its weights on the
+    real val split and is evaluated on the real test split, and neither split is trained on. The real
+    functions run; the wrappers record which images reached selection and evaluation. Only the first
+    arm's classifier is trained (the others reuse it): what is checked is where the data flows."""
+    splits = {
+        name: _bytes(read_split(path)[0])
+        for name, path in (("val", paths.PROCESSED_VAL), ("test", paths.PROCESSED_TEST))
+    }
+    assert splits["val"] and splits["test"] and not splits["val"] & splits["test"]  # distinguishable
+    seen: dict[str, list[set[bytes]]] = {"training": [], "selection": [], "evaluation": []}
+    trained: list[Any] = []
+
+    def recorded_training(images: np.ndarray, labels: np.ndarray, n_classes: int, **options: Any) -> Any:
+        seen["training"].append(_bytes(images))
+        seen["selection"].append(_bytes(options["val_images"]))
+        if not trained:
+            trained.append(train_classifier(images, labels, n_classes, **options))
+        return trained[0]
+
+    def recorded_evaluation(model: Any, images: np.ndarray, labels: np.ndarray, device: Any) -> Any:
+        seen["evaluation"].append(_bytes(images))
+        return evaluate(model, images, labels, device)
+
+    monkeypatch.setattr(utility, "train_classifier", recorded_training)
+    monkeypatch.setattr(utility, "evaluate", recorded_evaluation)
+    train_images, train_labels = read_split(paths.PROCESSED_TRAIN)
+    save_npz(paths.SAMPLES, images=train_images, labels=train_labels)
+    measure_utility(_params(utility__epochs=1))
+    assert len(seen["selection"]) == len(seen["evaluation"]) == len(ARMS)
+    assert all(selection == splits["val"] for selection in seen["selection"])
+    assert all(evaluation == splits["test"] for evaluation in seen["evaluation"])
+    assert not any(images & (splits["val"] | splits["test"]) for images in seen["training"])
+
+
+def test_summary_is_the_mean_and_sample_std_over_runs() -> None:
+    # Runs 0.5, 0.7, 0.9 (one undefined): mean 0.7, sample std sqrt(((-0.2)² + 0² + 0.2²) / 2) = 0.2.
+    assert utility._summary([0.5, None, 0.7, 0.9]) == {"mean": 0.7, "std": 0.2}
+    assert utility._summary([0.8]) == {"mean": 0.8, "std": 0.0}  # one run: no spread
+    assert utility._summary([None, None]) == {"mean": None, "std": None}
+    assert utility._summary([1 / 3, 2 / 3]) == {"mean": 0.5, "std": round(math.sqrt(1 / 18), 6)}
+    assert utility._summary([0.0, 1 / 3, 2 / 3]) == {"mean": 0.333333, "std": 0.333333}  # 6 decimals
 
 
 def _run(samples: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -92,6 +92,12 @@ register_loss("least_squares", least_squares_critic, least_squares_generator)
 register_loss("hinge", hinge_critic, hinge_generator)
 
 
+def auxiliary_classifier_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """ACGAN's auxiliary term (Odena et al. 2017): the cross-entropy of the critic's class logits
+    (N, n_classes) against the labels (N,), in fp32 (losses are computed in fp32 under bf16)."""
+    return F.cross_entropy(logits.float(), labels)
+
+
 def gradient_penalty(
     critic: torch.nn.Module,
     real: torch.Tensor,

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -35,7 +34,7 @@ from ganpipe.data.labels import check_conditional_data, class_prior, draw_labels
 from ganpipe.gan import ddp
 from ganpipe.gan.augment import DiffAugment
 from ganpipe.gan.checkpoint import load_checkpoint, prepare_checkpoint_dir
-from ganpipe.gan.losses import LOSSES, gradient_penalty
+from ganpipe.gan.losses import LOSSES, auxiliary_classifier_loss, gradient_penalty
 from ganpipe.gan.models import build_models, to_uint8
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.deps import code_digest
@@ -401,7 +400,7 @@ class Steps:
             critic_loss = loss_d = self.loss.critic(score_real, score_fake, self.smoothing)
             if self.acgan:
                 # ACGAN: the critic also classifies the real images (its logits on fakes are unused).
-                aux = F.cross_entropy(logits[:batch].float(), self.real_labels)
+                aux = auxiliary_classifier_loss(logits[:batch], self.real_labels)
                 critic_loss = loss_d = critic_loss + self.acgan_weight * aux
             if with_penalty:
                 penalty = gradient_penalty(self.critic, real, fake, self.alpha, *labels).float()
@@ -435,7 +434,7 @@ class Steps:
             if self.acgan:
                 scores, logits = self.critic(fake, self.gen_labels, aux=True)
                 loss_g = self.loss.generator(scores.float())
-                loss_g = loss_g + self.acgan_weight * F.cross_entropy(logits.float(), self.gen_labels)
+                loss_g = loss_g + self.acgan_weight * auxiliary_classifier_loss(logits, self.gen_labels)
             else:
                 loss_g = self.loss.generator(self.critic(fake, *labels).float())
         run.opt_g.zero_grad(set_to_none=True)
