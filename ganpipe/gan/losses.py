@@ -114,7 +114,11 @@ def gradient_penalty(
     mixed = (alpha * real + (1 - alpha) * fake.to(real.dtype)).requires_grad_(True)
     scores = critic(mixed) if labels is None else critic(mixed, labels)
     # Under bf16 autocast the critic runs in bf16, but the norm and the penalty are taken in fp32
-    # (`.float()` is a no-op on fp32 tensors): bf16 keeps about 3 significant digits, too few for
+    # (a no-op on fp32 and fp64 tensors): bf16 keeps about 3 significant digits, too few for
     # (norm - 1) near 0, which is where training pushes it.
-    (grad,) = torch.autograd.grad(scores.float().sum(), mixed, create_graph=True)
-    return ((grad.float().flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+    (grad,) = torch.autograd.grad(_at_least_fp32(scores).sum(), mixed, create_graph=True)
+    return ((_at_least_fp32(grad).flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def _at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
