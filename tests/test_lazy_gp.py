@@ -14,6 +14,7 @@ from conftest import set_params, tiny_params
 from training import train_in
 
 import ganpipe.gan.train
+from ganpipe.gan.catalog import LOSS_OPTIONS
 from ganpipe.gan.losses import LOSSES, register_loss, wasserstein_critic, wasserstein_generator
 from ganpipe.gan.train import is_penalty_step
 from ganpipe.pipeline import paths
@@ -91,12 +92,15 @@ def test_penalty_weight_is_lambda_k_on_every_kth_step(
         critic_steps.append(len(critic_steps))
         return wasserstein_critic(real, fake, smoothing)
 
-    def probed(critic: Any, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    def probed(
+        critic: Any, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
         penalties.append((len(critic_steps) - 1, alpha.clone()))
-        return _Probe.apply(original(critic, real, fake, alpha))
+        return _Probe.apply(original(critic, real, fake, alpha, labels))
 
     _Probe.weights = []
     monkeypatch.setattr(ganpipe.gan.train, "gradient_penalty", probed)
+    monkeypatch.setitem(LOSS_OPTIONS, "counting", ())  # a catalog entry, as a new loss needs
     register_loss("counting", counting_critic, wasserstein_generator)
     try:
         params = tiny_params(model="counted", train__max_steps=14)

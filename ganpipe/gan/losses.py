@@ -103,9 +103,9 @@ def gradient_penalty(
 
     `alpha` (N, 1, 1, 1) holds the uniform mixing weights between each real and fake image. A
     conditional critic gets `labels` (N,): the fakes carry the real images' labels, so each
-    interpolate stays inside one class.
+    interpolate stays inside one class. The penalty is on the score only, never on class logits.
     """
     mixed = (alpha * real + (1 - alpha) * fake.to(real.dtype)).requires_grad_(True)
-    scores = critic(mixed) if labels is None else critic(mixed, labels)
+    scores, _ = critic(mixed, labels)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()

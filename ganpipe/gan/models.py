@@ -11,7 +11,8 @@ Class conditioning (`models.<m>.conditional`) is an option of the same two nets:
 - `projection` adds `embed(y) · features` to the critic's score (Miyato & Koyama 2018; mimicry's
   cGAN-PD), the features being the flattened map that the linear head reads, so the critic still
   returns one scalar per image and every loss works;
-- `acgan` adds an auxiliary classifier head whose logits the loop reads with `aux=True`.
+- `acgan` adds an auxiliary classifier head on the same features.
+Every critic is called as `critic(x, y) -> (score, aux_logits or None)` (ConditionalHeads).
 With `conditional: none` both nets are exactly the unconditional ones: same modules, same
 parameters, same initialisation draws, same forward.
 """
@@ -170,11 +171,43 @@ class Generator(nn.Module):
         return _forward_with_labels(self.body, x, y)
 
 
-class Critic(nn.Module):
+class ConditionalHeads(nn.Module):
+    """The critic's output layers, shared by every architecture: the one place that knows the
+    conditioning modes.
+
+    Every critic is called as `critic(x, y) -> (score, aux_logits or None)`, `y` None when
+    unconditional. The score is one raw value per image (each loss decides how to read it);
+    `projection` adds `<embed(y), features>` to it (Miyato & Koyama 2018); `acgan` adds class logits
+    from the same features (N, n_classes), None for the other modes.
+    """
+
+    def add_heads(self, features: int, n_classes: int, conditional: str, spectral_norm: bool) -> None:
+        self.head = _maybe_sn(nn.Linear(features, 1), spectral_norm)
+        # Built after the head, so the unconditional critic's init draws are unchanged.
+        self.embed = None  # projection: one vector per class, against the features
+        self.classifier = None  # acgan: class logits from the features
+        if conditional == "projection":
+            self.embed = _maybe_sn(nn.Embedding(n_classes, features), spectral_norm)
+        elif conditional == "acgan":
+            self.classifier = _maybe_sn(nn.Linear(features, n_classes), spectral_norm)
+
+    def read_heads(
+        self, features: torch.Tensor, y: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(score (N,), logits (N, n_classes) or None) from `features` (N, F) and labels `y` (N,)."""
+        score = self.head(features).squeeze(1)
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("a projection critic needs class labels y")
+            score = score + (self.embed(y) * features).sum(dim=1)
+        logits = self.classifier(features) if self.classifier is not None else None
+        return score, logits
+
+
+class Critic(ConditionalHeads):
     """DCGAN discriminator without batch norm, so the gradient penalty stays per sample.
 
-    Outputs one raw score per image; each loss decides how to read it. `projection` adds the
-    class projection to that score; `acgan` adds a classifier head, read with `aux=True`.
+    Called as `critic(x, y) -> (score, aux_logits or None)` (ConditionalHeads).
     """
 
     def __init__(
@@ -206,41 +239,19 @@ class Critic(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
         self.body = nn.Sequential(*layers)
-        self.head = _maybe_sn(nn.Linear(widths[-1] * base * base, 1), spectral_norm)
-        # Built after the head, so the unconditional critic's init draws are unchanged.
-        self.embed = None  # projection: one vector per class, against the flattened features
-        self.classifier = None  # acgan: class logits from the flattened features
-        if conditional == "projection":
-            self.embed = _maybe_sn(nn.Embedding(n_classes, widths[-1] * base * base), spectral_norm)
-        elif conditional == "acgan":
-            self.classifier = _maybe_sn(nn.Linear(widths[-1] * base * base, n_classes), spectral_norm)
+        # Projection against the flattened map the head reads, not its sum over positions: here the
+        # last map's units see about 10 px each, so summing them away discards the layout that tells
+        # a 4 from a 9. On MNIST (hinge, 2,000 steps) pooling left the labels at label accuracy
+        # 0.12-0.27; projecting the flattened map gave 0.72 and a lower FID (README, "Class-conditional
+        # GANs"). Both terms are linear in the same vector, so under spectral norm their Lipschitz
+        # bounds are equal. (ResNetCritic pools: its features have a global receptive field.)
+        self.add_heads(widths[-1] * base * base, n_classes, conditional, spectral_norm)
 
     def forward(
-        self, x: torch.Tensor, y: torch.Tensor | None = None, aux: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """One score per image; with `aux` (acgan only) also the class logits (N, n_classes).
-
-        `y` (N,) is needed by the projection critic and ignored otherwise.
-        """
-        features = self.body(x)
-        flat = features.flatten(1)
-        score = self.head(flat).squeeze(1)
-        if self.embed is not None:
-            if y is None:
-                raise ValueError("a projection critic needs class labels y")
-            # The class embedding projects the vector the head reads: the flattened map, not its sum
-            # over positions. In ResNet critics (cGAN-PD's) the pooled features have a global receptive
-            # field; here the last map's units see about 10 px each, so summing them away discards the
-            # layout that tells a 4 from a 9. On MNIST (hinge, 2,000 steps) pooling left the labels at
-            # label accuracy 0.12-0.27; projecting the flattened map gave 0.72 and a lower FID
-            # (README, "Class-conditional GANs"). Both terms are linear in the same vector, so under
-            # spectral norm their Lipschitz bounds are equal.
-            score = score + (self.embed(y) * flat).sum(dim=1)
-        if aux:
-            if self.classifier is None:
-                raise ValueError("aux=True needs an acgan critic")
-            return score, self.classifier(flat)
-        return score
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(one score per image, class logits or None): see ConditionalHeads.read_heads."""
+        return self.read_heads(self.body(x).flatten(1), y)
 
 
 def _raw_weight(layer: nn.Module) -> torch.Tensor:
