@@ -115,7 +115,9 @@ def test_resnet_rgb_64_with_augment_ema_and_lazy_penalty(
         train__max_steps=4,
         train__augment=["color", "translation", "cutout"],
     )
-    params["models"]["wgan_gp"].update(n_critic=1, ema_decay=0.9, gp_every=2, dropout_d=0.1, spectral_norm_g=True)
+    params["models"]["wgan_gp"].update(
+        n_critic=1, ema_decay=0.9, gp_every=2, dropout_d=0.1, spectral_norm_g=True
+    )
     metrics = train_in(tmp_path, processed_digits(3, 64), params)
     assert metrics["steps"] == 4 and np.isfinite(metrics["gp"])
     generator = generator_from_checkpoint(load_torch(tmp_path / paths.GENERATOR_EMA))

@@ -62,9 +62,14 @@ MEASURED = (
 
 
 def width(params: dict[str, Any]) -> str | None:
-    """The `width` cell of a run's params: "arch.ngf/arch.ndf", or None where params lack them."""
+    """The `width` cell of a run's params: "arch.ngf/arch.ndf", prefixed by arch.name where it is not
+    dcgan (so a resnet run never joins a dcgan row as another seed), or None where params lack them."""
     arch = params.get("arch", {})
-    return f"{arch['ngf']}/{arch['ndf']}" if "ngf" in arch and "ndf" in arch else None
+    if "ngf" not in arch or "ndf" not in arch:
+        return None
+    # dcgan, and params from before arch.name, keep the bare widths: existing rows stay as they were.
+    name = "" if arch.get("name", "dcgan") == "dcgan" else f"{arch['name']} "
+    return f"{name}{arch['ngf']}/{arch['ndf']}"
 
 
 def setting(experiment: Experiment) -> tuple[Any, ...]:
@@ -142,7 +147,8 @@ def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
         "`tstr_ratio` the utility stage's train-on-synthetic / train-on-real test accuracy, and "
         "`low_accuracy` / `low_mixed_accuracy` its low-data arms' test accuracy (a fraction of the real "
         "training split alone / with synthetic images added; each the mean of the stage's runs). "
-        "`width` is the generator's / critic's base channel count (arch.ngf / arch.ndf), `code` the "
+        "`width` is the generator's / critic's base channel count (arch.ngf / arch.ndf, after arch.name "
+        "where it is not dcgan), `code` the "
         "commit whose code made the row and `environment` the package releases, torch kernels and CPU "
         "threads it ran with (– in rows written before the column existed, or where the runs did not "
         "record it; code up to 5bcb56e did not record the threads).",
