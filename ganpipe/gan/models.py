@@ -299,12 +299,12 @@ def _resnet_widths(width: int, steps: int) -> list[int]:
     return [finest * min(2 ** (steps - k), MAX_WIDTH_MULT) for k in range(steps + 1)]
 
 
-def _conv3(w_in: int, w_out: int, spectral_norm: bool) -> nn.Module:
-    return _maybe_sn(nn.Conv2d(w_in, w_out, 3, 1, 1), spectral_norm)
+def _conv3(w_in: int, w_out: int, spectral_norm: bool, bias: bool = True) -> nn.Module:
+    return _maybe_sn(nn.Conv2d(w_in, w_out, 3, 1, 1, bias=bias), spectral_norm)
 
 
-def _conv1(w_in: int, w_out: int, spectral_norm: bool) -> nn.Module:
-    return _maybe_sn(nn.Conv2d(w_in, w_out, 1), spectral_norm)
+def _conv1(w_in: int, w_out: int, spectral_norm: bool, bias: bool = True) -> nn.Module:
+    return _maybe_sn(nn.Conv2d(w_in, w_out, 1, bias=bias), spectral_norm)
 
 
 def _normalise(norm: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -318,15 +318,19 @@ def _upsample(x: torch.Tensor) -> torch.Tensor:
 class UpBlock(nn.Module):
     """BN, ReLU, upsample ×2, conv3×3, BN, ReLU, conv3×3, plus a 1×1 conv of the upsampled input.
 
-    The batch norms are conditional when `n_classes` > 0 (ConditionalBatchNorm)."""
+    The batch norms are conditional when `n_classes` > 0 (ConditionalBatchNorm). The convolutions
+    have no bias, unlike StudioGAN's: every one feeds a batch norm, directly or through the shortcuts'
+    1×1 convolutions (a per-channel constant stays one), which removes it, so its gradient is rounding
+    noise that Adam scales up to full-size steps: biases drifting at random, which also made
+    two-rank DDP runs part from one-process ones (the DCGAN generator has none either)."""
 
     def __init__(self, w_in: int, w_out: int, n_classes: int, spectral_norm: bool) -> None:
         super().__init__()
         self.norm1 = _batch_norm(w_in, n_classes, dims=2)
-        self.conv1 = _conv3(w_in, w_out, spectral_norm)
+        self.conv1 = _conv3(w_in, w_out, spectral_norm, bias=False)
         self.norm2 = _batch_norm(w_out, n_classes, dims=2)
-        self.conv2 = _conv3(w_out, w_out, spectral_norm)
-        self.shortcut = _conv1(w_in, w_out, spectral_norm)
+        self.conv2 = _conv3(w_out, w_out, spectral_norm, bias=False)
+        self.shortcut = _conv1(w_in, w_out, spectral_norm, bias=False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         h = self.conv1(_upsample(torch.relu(_normalise(self.norm1, x, y))))
