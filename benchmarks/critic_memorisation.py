@@ -37,7 +37,7 @@ def critic_scores(critic: Critic, images: np.ndarray, labels: np.ndarray) -> np.
     x = DomainClassifier.normalize(torch.from_numpy(images))
     y = torch.from_numpy(labels) if critic.config["conditional"] != "none" else None
     with torch.no_grad():
-        return critic(x, y).flatten().numpy()
+        return critic(x, y)[0].numpy()
 
 
 def memorisation(run_dir: Path, count: int) -> dict[str, float | str]:

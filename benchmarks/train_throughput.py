@@ -203,7 +203,7 @@ def seed_gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: tor
     """The seed code's WGAN-GP penalty (same math as ganpipe's): per-sample gradient norm over all dims."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
     mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    (grad,) = torch.autograd.grad(critic(mixed)[0].sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
@@ -245,8 +245,8 @@ def run_naive(
 
         opt_d.zero_grad(set_to_none=False)
         fake = generator(torch.randn(BATCH, nz, device=device))
-        score_real = critic(real)
-        score_fake = critic(fake.detach())
+        score_real, _ = critic(real)
+        score_fake, _ = critic(fake.detach())
         loss_d = loss.critic(score_real, score_fake, cfg["label_smoothing"])
         if gp_lambda > 0:
             loss_d = loss_d + gp_lambda * seed_gradient_penalty(critic, real, fake.detach())
@@ -255,7 +255,7 @@ def run_naive(
 
         if (step + 1) % n_critic == 0:
             opt_g.zero_grad(set_to_none=False)
-            loss_g = loss.generator(critic(generator(torch.randn(BATCH, nz, device=device))))
+            loss_g = loss.generator(critic(generator(torch.randn(BATCH, nz, device=device)))[0])
             loss_g.backward()
             opt_g.step()
     synchronize(device)

@@ -116,8 +116,8 @@ def test_gradient_penalty_differentiates_through_every_op() -> None:
     augment = DiffAugment(["color", "translation", "cutout"], 2, 16, "cpu")
     augment.draw(torch.Generator().manual_seed(0))
 
-    def critic(x: torch.Tensor) -> torch.Tensor:
-        return net(augment(x)).squeeze(1)
+    def critic(x: torch.Tensor, y: None) -> tuple[torch.Tensor, None]:
+        return net(augment(x)).squeeze(1), None  # the project's critic signature
 
     real, fake = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     penalty = gradient_penalty(critic, real, fake, torch.full((2, 1, 1, 1), 0.5))
@@ -157,9 +157,8 @@ def test_augment_policy_is_validated(bad: Any) -> None:
 
 
 def _critic_scores(critic: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """An unconditional critic's scores: the one place this file calls a critic; adapt it here when
-    the critic's call signature changes."""
-    return critic(images)
+    """An unconditional critic's scores: the one place this file calls a critic."""
+    return critic(images, None)[0]
 
 
 @pytest.mark.parametrize("model", ["wgan_gp", "dcgan"])

@@ -93,6 +93,7 @@ def test_table_has_the_selected_models_params_and_is_sorted_by_fid(document):
     dcgan = table.set_index("experiment").loc["dcgan-seed1"]
     expected = {
         "model": "dcgan",
+        "arch": "dcgan",
         "loss": "bce",
         "conditional": "none",
         "lr_g": 2e-4,
@@ -113,11 +114,11 @@ def test_markdown_report_lists_rows_and_skipped(document):
     report = compare.markdown_report(compare.comparison_table(experiments), skipped)
 
     header = (
-        "| experiment | rev | model | loss | conditional | lr_g | lr_d | n_critic | epochs | data | seed "
-        "| fid |"
+        "| experiment | rev | model | arch | loss | conditional | lr_g | lr_d | n_critic | epochs | data "
+        "| seed | fid |"
     )
     assert header in report
-    row = "| dcgan-seed1 | 3fb5d3f | dcgan | bce | none | 0.0002 | 0.0002 | 1 | 2 | digits | 1 | 68 |"
+    row = "| dcgan-seed1 | 3fb5d3f | dcgan | dcgan | bce | none | 0.0002 | 0.0002 | 1 | 2 | digits | 1 | 68 |"
     assert row in report
     assert "- broken: failed" in report
     assert "Warning" not in report

@@ -92,9 +92,11 @@ def test_penalty_weight_is_lambda_k_on_every_kth_step(
         critic_steps.append(len(critic_steps))
         return wasserstein_critic(real, fake, smoothing)
 
-    def probed(critic: Any, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    def probed(
+        critic: Any, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
         penalties.append((len(critic_steps) - 1, alpha.clone()))
-        return _Probe.apply(original(critic, real, fake, alpha))
+        return _Probe.apply(original(critic, real, fake, alpha, labels))
 
     _Probe.weights = []
     monkeypatch.setattr(ganpipe.gan.train, "gradient_penalty", probed)

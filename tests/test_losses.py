@@ -126,9 +126,10 @@ class KnownGradientCritic(nn.Module):
         self.weights = weights  # (n_classes, C, H, W); one row without conditioning
         self.curvature = curvature
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+        # The project's critic signature: (score, aux_logits or None).
         w = self.weights[0 if y is None else y].expand_as(x)
-        return (w * x).flatten(1).sum(1) + 0.5 * self.curvature * x.flatten(1).pow(2).sum(1)
+        return (w * x).flatten(1).sum(1) + 0.5 * self.curvature * x.flatten(1).pow(2).sum(1), None
 
 
 def _images(*values: float) -> torch.Tensor:
@@ -202,11 +203,8 @@ def test_auxiliary_classifier_loss_is_the_cross_entropy_of_the_labels() -> None:
 
 
 def _scores(critic: Critic, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(scores, ACGAN logits or None): the one place these tests call a conditional critic; adapt it
-    here when the critic's call signature changes."""
-    if critic.classifier is None:
-        return critic(x, y), None
-    return critic(x, y, aux=True)
+    """(scores, ACGAN logits or None): the one place these tests call a conditional critic."""
+    return critic(x, y)
 
 
 def _conditional_critic(mode: str) -> Critic:

@@ -73,6 +73,11 @@ def test_another_setting_gets_its_own_row_and_the_table_lists_every_column() -> 
     by_width = {(row["model"], row["width"]): row["seeds"] for row in results.results_rows(widths)}
     model, seed = widths[0].params["model"], str(widths[0].params["seed"])
     assert by_width[(model, "16/64")] == seed and (model, "16/16") in by_width
+    # A resnet run at the same widths is a setting of its own, named by its architecture.
+    params = json.loads(json.dumps(widths[0].params))
+    params["arch"] = {"name": "resnet", "nz": 100, "ngf": 16, "ndf": 64}
+    resnet = compare.Experiment(widths[0].name, widths[0].rev, params, widths[0].metrics)
+    assert {row["width"] for row in results.results_rows([widths[0], resnet])} == {"16/64", "resnet 16/64"}
     assert {row["width"] for row in results.results_rows(_experiments())} == {None}  # no arch recorded
     table = results.markdown(rows, ["broken: failed"])
     header = next(line for line in table.splitlines() if line.startswith("| model |"))

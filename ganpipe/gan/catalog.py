@@ -1,7 +1,8 @@
 """The names params.yaml may use for GAN training, as plain data.
 
 Params validation runs in every stage, download and plots included, so it must not import torch:
-the loss names, the options each loss accepts and the DiffAugment operations live here, and
+the loss names, the options each loss accepts, the architectures and the DiffAugment operations
+live here, and
 ganpipe.gan.losses and ganpipe.gan.augment register their code under these names. A new loss is an
 entry in LOSS_OPTIONS plus one `register_loss` call (docs/extending.md).
 """
@@ -22,6 +23,9 @@ LOSS_OPTIONS: dict[str, tuple[str, ...]] = {
     "least_squares": ("label_smoothing",),
     "hinge": (),
 }
+
+# Network architectures (arch.name), built by ganpipe.gan.models.ARCHITECTURES.
+ARCHITECTURES = ("dcgan", "resnet")
 
 # DiffAugment operations (train.augment), in the order they are applied.
 AUGMENT_OPS = ("color", "translation", "cutout")

@@ -109,10 +109,10 @@ def gradient_penalty(
 
     `alpha` (N, 1, 1, 1) holds the uniform mixing weights between each real and fake image. A
     conditional critic gets `labels` (N,): the fakes carry the real images' labels, so each
-    interpolate stays inside one class.
+    interpolate stays inside one class. The penalty is on the score only, never on class logits.
     """
     mixed = (alpha * real + (1 - alpha) * fake.to(real.dtype)).requires_grad_(True)
-    scores = critic(mixed) if labels is None else critic(mixed, labels)
+    scores, _ = critic(mixed, labels)
     # Under bf16 autocast the critic runs in bf16, but the norm and the penalty are taken in fp32
     # (a no-op on fp32 and fp64 tensors): bf16 keeps about 3 significant digits, too few for
     # (norm - 1) near 0, which is where training pushes it.

@@ -296,7 +296,7 @@ class Steps:
         # Class conditioning: labels are fixed device buffers like the noise. Critic steps give the
         # fakes the real batch's labels (gradient-penalty interpolates stay inside one class);
         # generator steps draw labels from the class prior into `gen_labels`, with run.noise.
-        self.conditional, self.acgan = run.conditional, cfg.get("conditional") == "acgan"
+        self.conditional = run.conditional
         self.acgan_weight = cfg.get("acgan_weight", 0.0)
         if self.conditional:
             self.labels = labels  # int64 (N,) on the device, beside self.images
@@ -377,9 +377,9 @@ class Steps:
         run = self.run
         real = self.real_uint8.float().div_(127.5).sub_(1.0)  # normalised per batch, on the device
         with self.autocast:
-            labels = (self.real_labels,) if self.conditional else ()
+            labels = self.real_labels if self.conditional else None
             with torch.no_grad():  # the fakes need no generator graph in a critic step
-                fake = self.generator(self.z_critic, *labels)
+                fake = self.generator(self.z_critic, labels)
             # Real and fake in one batch: the critic has no batch norm, so this is the same function.
             both = torch.cat([real, fake.to(real.dtype)])
             batch = real.shape[0]
@@ -389,21 +389,16 @@ class Steps:
                 # augmented reals and fakes (no third, unaugmented pass through T).
                 both = self.augment_critic(both)
                 real, fake = both[:batch], both[batch:]
-            if not self.conditional:
-                scores = self.critic(both).float()
-            elif self.acgan:
-                scores, logits = self.critic(both, self.real_labels.repeat(2), aux=True)
-                scores = scores.float()
-            else:
-                scores = self.critic(both, self.real_labels.repeat(2)).float()
+            scores, logits = self.critic(both, None if labels is None else labels.repeat(2))
+            scores = scores.float()
             score_real, score_fake = scores[:batch], scores[batch:]
             critic_loss = loss_d = self.loss.critic(score_real, score_fake, self.smoothing)
-            if self.acgan:
+            if logits is not None:
                 # ACGAN: the critic also classifies the real images (its logits on fakes are unused).
                 aux = auxiliary_classifier_loss(logits[:batch], self.real_labels)
                 critic_loss = loss_d = critic_loss + self.acgan_weight * aux
             if with_penalty:
-                penalty = gradient_penalty(self.critic, real, fake, self.alpha, *labels).float()
+                penalty = gradient_penalty(self.critic, real, fake, self.alpha, labels).float()
                 loss_d = critic_loss + self.gp_weight * penalty
                 run.penalty.copy_(penalty.detach())
         run.opt_d.zero_grad(set_to_none=True)
@@ -425,18 +420,16 @@ class Steps:
         run = self.run
         run.critic.requires_grad_(False)  # the generator step needs no critic weight gradients
         with self.autocast:
-            labels = (self.gen_labels,) if self.conditional else ()
+            labels = self.gen_labels if self.conditional else None
             # fp32 like the critic step's fakes (a no-op in fp32): DiffAugment and the critic's
             # input get one dtype in both steps.
-            fake = self.generator(self.z_generator, *labels).float()
+            fake = self.generator(self.z_generator, labels).float()
             if self.augment_generator is not None:
                 fake = self.augment_generator(fake)  # the same T as the critic steps, new draws
-            if self.acgan:
-                scores, logits = self.critic(fake, self.gen_labels, aux=True)
-                loss_g = self.loss.generator(scores.float())
+            scores, logits = self.critic(fake, labels)
+            loss_g = self.loss.generator(scores.float())
+            if logits is not None:
                 loss_g = loss_g + self.acgan_weight * auxiliary_classifier_loss(logits, self.gen_labels)
-            else:
-                loss_g = self.loss.generator(self.critic(fake, *labels).float())
         run.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         run.opt_g.step()

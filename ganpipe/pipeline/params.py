@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ganpipe.gan.catalog import AUGMENT_OPS, LOSS_OPTIONS, check_model_options
+from ganpipe.gan.catalog import ARCHITECTURES, AUGMENT_OPS, LOSS_OPTIONS, check_model_options
 from ganpipe.pipeline.errors import ParamsError
 
 PARAMS_FILE = "params.yaml"
@@ -186,6 +186,7 @@ SCHEMA: dict[str, Any] = {
     },
     "models": None,  # a mapping of model name -> MODEL_SCHEMA, checked below
     "arch": {
+        "name": choice(*ARCHITECTURES),  # the networks (ganpipe.gan.models.ARCHITECTURES)
         "nz": integer(1, 4096),
         "ngf": integer(4, 1024),
         "ndf": integer(4, 1024),
@@ -278,6 +279,14 @@ def _check_models(params: dict[str, Any]) -> None:
         check_model_options(f"models.{name}", cfg)
     if params["model"] not in models:
         _fail("model", params["model"], "one of " + ", ".join(models))
+    chosen = models[params["model"]]
+    if params["arch"]["name"] == "resnet" and chosen["clip"] is not None and chosen["clip"] != 0:
+        # Only the selected model: the other entries (wgan clips) may still be run with dcgan.
+        raise ParamsError(
+            f"params.yaml: models.{params['model']}.clip = {chosen['clip']!r} with arch.name = resnet: the "
+            "ResNet critic is always spectrally normalised and clipping would constrain it twice; set "
+            "clip: null (model wgan_gp is the Wasserstein loss for resnet) or arch.name=dcgan"
+        )
 
 
 def _check_data(data: dict[str, Any]) -> None:

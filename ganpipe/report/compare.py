@@ -62,7 +62,7 @@ METRIC_COLUMNS = tuple(
         "wall_time_s",
     )
 )
-PARAM_COLUMNS = ("model", "loss", "conditional", "lr_g", "lr_d", "n_critic", "epochs", "data", "seed")
+PARAM_COLUMNS = ("model", "arch", "loss", "conditional", "lr_g", "lr_d", "n_critic", "epochs", "data", "seed")
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,8 @@ class Experiment:
             "experiment": self.name,
             "rev": self.rev[:7] if self.rev != WORKSPACE else WORKSPACE,
             "model": model,
+            # Params written before arch.name existed have no such key: those runs were dcgan.
+            "arch": self.params.get("arch", {}).get("name", "dcgan"),
             "loss": model_settings.get("loss"),
             # Params written before conditioning existed have no such key: those runs were unconditional.
             "conditional": model_settings.get("conditional", "none"),

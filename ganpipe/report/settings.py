@@ -29,9 +29,14 @@ MISSING = "–"
 
 
 def width(params: dict[str, Any]) -> str | None:
-    """The `width` of a run's params: "arch.ngf/arch.ndf", or None where params lack them."""
+    """The `width` cell of a run's params: "arch.ngf/arch.ndf", prefixed by arch.name where it is not
+    dcgan (so a resnet run never joins a dcgan row as another seed), or None where params lack them."""
     arch = params.get("arch", {})
-    return f"{arch['ngf']}/{arch['ndf']}" if "ngf" in arch and "ndf" in arch else None
+    if "ngf" not in arch or "ndf" not in arch:
+        return None
+    # dcgan, and params from before arch.name, keep the bare widths: existing rows stay as they were.
+    name = "" if arch.get("name", "dcgan") == "dcgan" else f"{arch['name']} "
+    return f"{name}{arch['ngf']}/{arch['ndf']}"
 
 
 def _model_config(experiment: Experiment) -> dict[str, Any]:
