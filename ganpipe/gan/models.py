@@ -302,6 +302,13 @@ def generator_from_checkpoint(saved: dict[str, Any]) -> Generator:
     return generator.eval()
 
 
+def critic_from_checkpoint(saved: dict[str, Any]) -> Critic:
+    """Rebuild a critic from a file written by the train stage ({'config', 'state_dict'})."""
+    critic = Critic(**saved["config"])
+    critic.load_state_dict(saved["state_dict"])
+    return critic.eval()
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Generator output in [-1, 1] to uint8 [0, 255]."""
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
