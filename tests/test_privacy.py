@@ -155,7 +155,7 @@ def run_params(**overrides: Any) -> dict[str, Any]:
         tiny_params(
             model="dcgan",
             data__channels=1,
-            classifier__epochs=3,
+            classifier__epochs=2,
             train__max_steps=4,
             sample__num_samples=N_SAMPLES,
             privacy__num_heldout=300,

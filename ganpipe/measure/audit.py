@@ -32,9 +32,12 @@ from ganpipe.pipeline.io import load_torch, save_figure, write_json, write_text
 from ganpipe.pipeline.processed import DATASET_SEED, read_info, read_split, stratified_subset
 from ganpipe.pipeline.stage import progress_disabled
 from ganpipe.pipeline.streams import numpy_rng
+from ganpipe.report.images import make_grid
 
 CRITIC_BATCH_SIZE = 500
 HISTOGRAM_BINS = 40
+GALLERY_COLUMNS = 8
+GALLERY_PADDING = 4  # room between pairs for the distance labels
 SETS = ("train", "heldout", "null", "generated")
 
 
@@ -91,7 +94,7 @@ def plot_dcr_histogram(
     """DCR of the generated samples, the held-out images and the null set, with the 5th-percentile line."""
     tsv, edges = _histogram_tsv(generated, heldout)
     write_text(paths.DCR_HISTOGRAM_TSV, tsv)
-    figure = Figure(figsize=(7, 4), layout="constrained")
+    figure = Figure(figsize=(7, 4))
     ax = figure.subplots()
     for values, label, color in (
         (generated, f"generated (N={len(generated)})", "tab:red"),
@@ -117,27 +120,35 @@ def plot_dcr_histogram(
 def plot_copy_gallery(
     samples: np.ndarray, train: np.ndarray, dcr: np.ndarray, nearest: np.ndarray, threshold: float, count: int
 ) -> None:
-    """The `count` samples closest to a training image, each above that image, with the distance."""
+    """The `count` samples closest to a training image, each above that image, with the distance.
+
+    One tiled image (make_grid) with text labels: a grid of axes per image takes seconds to lay out.
+    """
     order = np.argsort(dcr, kind="stable")[:count]
-    columns = min(8, len(order))
-    rows = -(-len(order) // columns)
-    figure = Figure(figsize=(1.3 * columns, 2.9 * rows), layout="constrained")
-    axes = np.asarray(figure.subplots(2 * rows, columns, squeeze=False))
-    for ax in axes.flat:
-        ax.set_axis_off()
+    columns = min(GALLERY_COLUMNS, len(order))
+    order = np.pad(order, (0, -len(order) % columns), constant_values=-1)  # -1: an empty slot
+    blank = np.full_like(samples[:1], 255)
+    tiles = []
+    for block in order.reshape(-1, columns):  # a row of samples, then the row of their training images
+        tiles += [samples[i : i + 1] if i >= 0 else blank for i in block]
+        tiles += [train[nearest[i]][None] if i >= 0 else blank for i in block]
+    grid = make_grid(np.concatenate(tiles), nrow=columns, padding=GALLERY_PADDING)
+    side, step = samples.shape[-1], samples.shape[-1] + GALLERY_PADDING
+    figure = Figure(figsize=(1.1 * columns, 1.3 * len(tiles) / columns))
+    ax = figure.subplots()
+    ax.imshow(grid[:, :, 0] if grid.shape[2] == 1 else grid, cmap="gray", vmin=0, vmax=255)
+    ax.set_axis_off()
     for slot, index in enumerate(order):
-        row, col = divmod(slot, columns)
-        for offset, image in enumerate((samples[index], train[nearest[index]])):
-            ax = axes[2 * row + offset, col]
-            picture = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
-            ax.imshow(picture, cmap="gray" if image.shape[0] == 1 else None, vmin=0, vmax=255)
-        below = "  < p5" if dcr[index] < threshold else ""
-        axes[2 * row, col].set_title(f"gen d={dcr[index]:.3g}{below}", fontsize=7)
-        axes[2 * row + 1, col].set_title("nearest train", fontsize=7)
-    figure.suptitle(
-        f"Generated images closest to a training image (domain features); held-out 5th percentile "
-        f"of the same distance: {threshold:.3g}",
-        fontsize=9,
+        if index < 0:
+            continue
+        block, col = divmod(slot, columns)
+        mark = " <p5" if dcr[index] < threshold else ""
+        x, y = GALLERY_PADDING + col * step + side / 2, GALLERY_PADDING + 2 * block * step
+        ax.text(x, y - 0.5, f"{dcr[index]:.3g}{mark}", ha="center", va="bottom", fontsize=6, color="tab:red")
+    ax.set_title(
+        "Generated images closest to a training image (each above its nearest training image), with the\n"
+        f"domain-feature distance; held-out 5th percentile of the same distance: {threshold:.3g}",
+        fontsize=8,
     )
     save_figure(paths.COPY_GALLERY, figure)
 

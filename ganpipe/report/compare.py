@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.errors import GanpipeError
-from ganpipe.pipeline.io import save_figure, write_text
+from ganpipe.pipeline.io import atomic_open, save_figure, write_text
 from ganpipe.pipeline.params import PARAMS_FILE
 
 WORKSPACE = "workspace"
@@ -48,7 +48,17 @@ METRIC_COLUMNS = (
     ("label_accuracy", paths.SCORES, "label_accuracy"),  # conditional models only (else –)
     ("num_generated", paths.SCORES, "num_generated"),
     ("wall_time_s", paths.TRAIN_METRICS, "wall_time_s"),
+    # The privacy audit (domain features; each against its null in metrics/privacy.json).
+    ("dcr_share", paths.PRIVACY_METRICS, "dcr_share"),
+    ("ct", paths.PRIVACY_METRICS, "ct"),
+    ("authenticity", paths.PRIVACY_METRICS, "authenticity"),
+    ("blackbox_auc", paths.PRIVACY_METRICS, "blackbox_auc"),
+    ("logan_auc", paths.PRIVACY_METRICS, "logan_auc"),
+    ("privacy_flagged", paths.PRIVACY_METRICS, "flagged"),
 )
+# The privacy stage's figures of the workspace's run (`dvc exp show` carries no images; `dvc plots
+# diff <exp>` shows any experiment's).
+PRIVACY_FIGURES = (paths.COPY_GALLERY, paths.DCR_HISTOGRAM_PNG)
 PARAM_COLUMNS = ("model", "loss", "conditional", "lr_g", "lr_d", "n_critic", "epochs", "data", "seed")
 
 
@@ -308,6 +318,17 @@ def plot_comparison(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def copy_privacy_figures(out_dir: Path) -> list[Path]:
+    """Copy the workspace's privacy figures, where the privacy stage wrote them, into `out_dir`."""
+    copied = []
+    for figure in PRIVACY_FIGURES:
+        if figure.is_file():
+            with atomic_open(out_dir / figure.name, "wb") as handle:
+                handle.write(figure.read_bytes())
+            copied.append(out_dir / figure.name)
+    return copied
+
+
 def compare(out_dir: Path = paths.REPORTS, all_commits: bool = False) -> tuple[list[Path], pd.DataFrame]:
     """Write comparison.md and comparison.png into `out_dir`; return the paths and the table."""
     experiments, skipped = finished_experiments(all_commits)
@@ -316,5 +337,11 @@ def compare(out_dir: Path = paths.REPORTS, all_commits: bool = False) -> tuple[l
         raise GanpipeError(f"no experiment has metrics yet{reasons}; run `dvc repro` or `dvc exp run` first")
     table = comparison_table(experiments)
     report = out_dir / "comparison.md"
-    write_text(report, markdown_report(table, skipped))
-    return [report, plot_comparison(table, out_dir / "comparison.png")], table
+    figures = copy_privacy_figures(out_dir)
+    text = markdown_report(table, skipped)
+    if figures:
+        text += "\n## Privacy audit of the workspace's run\n\n" + "".join(
+            f"![{figure.stem}]({figure.name})\n" for figure in figures
+        )
+    write_text(report, text)
+    return [report, plot_comparison(table, out_dir / "comparison.png"), *figures], table
