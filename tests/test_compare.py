@@ -157,6 +157,20 @@ def test_compare_writes_report_and_chart(document, tmp_path, monkeypatch):
     assert len(table) == len(FINISHED)
 
 
+def test_compare_adds_the_workspace_privacy_figures(document, tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "run_exp_show", lambda all_commits, repo: document)
+    monkeypatch.chdir(tmp_path)
+    gallery = tmp_path / compare.paths.COPY_GALLERY
+    gallery.parent.mkdir(parents=True)
+    Image.new("L", (8, 8)).save(gallery)
+
+    written, _ = compare.compare(tmp_path / "reports")
+
+    assert [p.name for p in written] == ["comparison.md", "comparison.png", "copy_gallery.png"]
+    assert written[2].read_bytes() == gallery.read_bytes()
+    assert "![copy_gallery](copy_gallery.png)" in written[0].read_text()
+
+
 def test_no_finished_experiment_is_one_line_error(document, monkeypatch, tmp_path):
     only_queued = copy.deepcopy(document)
     only_queued[0]["data"]["metrics"] = {}

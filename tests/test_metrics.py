@@ -68,19 +68,21 @@ def metric_params(**overrides: Any) -> dict[str, Any]:
     return tiny_params(**{**defaults, **overrides})
 
 
-def write_processed(images: np.ndarray, labels: np.ndarray) -> None:
-    save_npz(paths.PROCESSED_TRAIN, images=images[:N_TRAIN], labels=labels[:N_TRAIN])
-    val_end = N_TRAIN + N_VAL
-    save_npz(paths.PROCESSED_VAL, images=images[N_TRAIN:val_end], labels=labels[N_TRAIN:val_end])
+def write_processed(
+    images: np.ndarray, labels: np.ndarray, n_train: int = N_TRAIN, n_val: int = N_VAL
+) -> None:
+    save_npz(paths.PROCESSED_TRAIN, images=images[:n_train], labels=labels[:n_train])
+    val_end = n_train + n_val
+    save_npz(paths.PROCESSED_VAL, images=images[n_train:val_end], labels=labels[n_train:val_end])
     save_npz(paths.PROCESSED_TEST, images=images[val_end:], labels=labels[val_end:])
     info = {
         "name": "digits",
         "n_classes": N_CLASSES,
         "channels": 1,
         "size": 28,
-        "n_train": N_TRAIN,
-        "n_val": N_VAL,
-        "n_test": len(images) - N_TRAIN - N_VAL,
+        "n_train": n_train,
+        "n_val": n_val,
+        "n_test": len(images) - n_train - n_val,
         "label_names": [str(k) for k in range(N_CLASSES)],
     }
     write_json(paths.PROCESSED_INFO, info)

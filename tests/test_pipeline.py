@@ -68,7 +68,7 @@ def test_repro_experiments_and_compare(repo_copy: Path) -> None:
 
     # Another model: only the generated side re-runs; the reference statistics are reused.
     lsgan = dvc(repo_copy, "exp", "run", "-S", "model=lsgan")
-    generated_side = {"train", "sample", "export", "utility", "score", "plots"}
+    generated_side = {"train", "sample", "privacy", "export", "utility", "score", "plots"}
     assert ran_stages(lsgan.stdout) == generated_side, lsgan.stdout
     diff = json.loads(dvc(repo_copy, "metrics", "diff", "--all", "--json").stdout)
     for file in ("metrics/train.json", "metrics/scores.json"):

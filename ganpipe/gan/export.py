@@ -6,6 +6,10 @@ back into the pipeline as `data.name=local`, `data.source=<a copy of it>`; manif
 made it (the experiment's params, the model, seed, counts, source dataset and class names); with
 `export.png` also one PNG per image under png/<split>/<label>_<class name>/.
 
+The manifest also records the privacy audit's verdict (metrics/privacy.json, the privacy stage);
+with `export.require_private` a flagged audit stops the export before anything is written. The
+audit measured the scored samples (stream sample.noise) of the same generator, not these images.
+
 Unconditional models export nothing but the manifest, with the reason: their images have no
 labels of their own, and labelling them with the domain classifier would make a dataset whose
 labels are the instrument's guesses, whose errors then look like the generator's.
@@ -13,6 +17,7 @@ labels are the instrument's guesses, whose errors then look like the generator's
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -24,6 +29,7 @@ from ganpipe.data.layout import write_npz
 from ganpipe.gan.sample import conditioning_labels, generate, load_sampling_generator
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.device import resolve_device
+from ganpipe.pipeline.errors import GanpipeError, run_first
 from ganpipe.pipeline.io import file_md5, write_json
 from ganpipe.pipeline.params import model_config
 from ganpipe.pipeline.processed import read_info
@@ -71,10 +77,34 @@ def write_pngs(splits: dict[str, tuple[np.ndarray, np.ndarray]], label_names: di
     os.replace(partial, target)
 
 
+def privacy_verdict(require_private: bool) -> dict[str, Any]:
+    """The privacy audit's verdict for the manifest; raises when `require_private` and it flags copying.
+
+    Without metrics/privacy.json (an export run outside the pipeline) the manifest says so, unless
+    the export must be private, which then needs the audit.
+    """
+    try:
+        audit = json.loads(paths.PRIVACY_METRICS.read_text())
+    except FileNotFoundError:
+        if require_private:
+            raise run_first(
+                paths.PRIVACY_METRICS, "privacy", "not found (export.require_private needs it)"
+            ) from None
+        return {"audited": False, "reason": f"{paths.PRIVACY_METRICS} not found"}
+    verdict = audit["verdict"]
+    if require_private and verdict["flagged"]:
+        raise GanpipeError(
+            f"export refused: the privacy audit flags copying ({'; '.join(verdict['reasons'])}); see "
+            f"{paths.PRIVACY_METRICS} and docs/privacy.md, or set export.require_private: false"
+        )
+    return {"audited": True, "source": str(paths.PRIVACY_METRICS), **verdict}
+
+
 def export(params: dict[str, Any]) -> dict[str, Any]:
     """Write the synthetic dataset (or, for an unconditional model, the reason for none); return the
     manifest."""
     cfg, export_cfg, seed = model_config(params), params["export"], params["seed"]
+    privacy = privacy_verdict(export_cfg["require_private"])
     info = read_info()
     device = resolve_device()
     generator = load_sampling_generator(device)
@@ -90,6 +120,7 @@ def export(params: dict[str, Any]) -> dict[str, Any]:
         "seed": seed,
         "generator": "ema" if paths.GENERATOR_EMA.exists() else "final",
         "streams": {"noise": "export.noise", "labels": "export.labels"},
+        "privacy": privacy,
     }
     for stale in (paths.EXPORT_NPZ, paths.EXPORT_PNG):  # outputs of an earlier export (outside DVC)
         if stale.is_dir():

@@ -240,6 +240,19 @@ SCHEMA: dict[str, Any] = {
         "num_test": integer(1),
         "labels": choice("prior", "uniform"),
         "png": boolean,
+        "require_private": boolean,  # refuse to export when the privacy audit flags copying
+    },
+    "privacy": {
+        "num_train": integer(16),
+        "num_heldout": integer(16),
+        "pca_dims": integer(1, 4096),  # C_T's PCA dimensions
+        "ct_cells": integer(1, 1000),  # C_T's k-means cells
+        "ct_min_cell": integer(2),  # fewest samples and held-out images per C_T cell
+        "max_dcr_share": number(0, 1),
+        "min_ct": number(-1000, 0),
+        "max_authenticity_drop": number(0, 1),
+        "max_blackbox_auc": number(0.5, 1),
+        "gallery": integer(1, 256),  # pairs in the copy gallery
     },
 }
 

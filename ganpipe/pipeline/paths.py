@@ -49,4 +49,10 @@ UTILITY_PLOTS = PLOTS / "utility"
 UTILITY_TSV = UTILITY_PLOTS / "arms.tsv"  # arm, accuracy, accuracy_std, balanced_accuracy, auc
 UTILITY_FIGURE = UTILITY_PLOTS / "arms.png"
 
+PRIVACY_METRICS = METRICS / "privacy.json"  # privacy: copying and membership-inference audit
+PRIVACY_PLOTS = PLOTS / "privacy"
+DCR_HISTOGRAM_TSV = PRIVACY_PLOTS / "dcr_histogram.tsv"  # dcr, generated, heldout (fractions per bin)
+DCR_HISTOGRAM_PNG = PRIVACY_PLOTS / "dcr_histogram.png"
+COPY_GALLERY = PRIVACY_PLOTS / "copy_gallery.png"  # the closest samples beside their training images
+
 REPORTS = Path("reports")  # ganpipe compare

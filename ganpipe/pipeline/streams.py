@@ -46,6 +46,8 @@ STREAMS = (
     "plots.real_grid",  # the real images beside the final samples
     "utility.subset",  # utility arms: low-data and synthetic subsets, per run
     "utility.seed",  # utility arms: the classifier seed of each run
+    "privacy.train",  # privacy audit: the training images it compares with
+    "privacy.heldout",  # privacy audit: the held-out (val) images and the disjoint null set
 )
 
 _MASK_63 = (1 << 63) - 1

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.errors import GanpipeError
-from ganpipe.pipeline.io import save_figure, write_text
+from ganpipe.pipeline.io import atomic_open, save_figure, write_text
 from ganpipe.pipeline.params import PARAMS_FILE
 from ganpipe.report.settings import (
     METRICS,
@@ -60,8 +60,17 @@ METRIC_COLUMNS = tuple(
         "label_accuracy",  # conditional models only (else –)
         "num_generated",
         "wall_time_s",
+        # The privacy audit (domain features; each against its null in metrics/privacy.json).
+        "dcr_share",
+        "ct",
+        "authenticity",
+        "blackbox_auc",
+        "logan_auc",
     )
 )
+# The privacy stage's figures of the workspace's run (`dvc exp show` carries no images; `dvc plots
+# diff <exp>` shows any experiment's).
+PRIVACY_FIGURES = (paths.COPY_GALLERY, paths.DCR_HISTOGRAM_PNG)
 PARAM_COLUMNS = ("model", "arch", "loss", "conditional", "lr_g", "lr_d", "n_critic", "epochs", "data", "seed")
 
 
@@ -339,6 +348,17 @@ def plot_comparison(settings: list[Setting], path: Path) -> Path:
     return path
 
 
+def copy_privacy_figures(out_dir: Path) -> list[Path]:
+    """Copy the workspace's privacy figures, where the privacy stage wrote them, into `out_dir`."""
+    copied = []
+    for figure in PRIVACY_FIGURES:
+        if figure.is_file():
+            with atomic_open(out_dir / figure.name, "wb") as handle:
+                handle.write(figure.read_bytes())
+            copied.append(out_dir / figure.name)
+    return copied
+
+
 def compare(out_dir: Path = paths.REPORTS, all_commits: bool = False) -> tuple[list[Path], pd.DataFrame]:
     """Write comparison.md and comparison.png into `out_dir`; return the paths and the table."""
     experiments, skipped = finished_experiments(all_commits)
@@ -348,5 +368,11 @@ def compare(out_dir: Path = paths.REPORTS, all_commits: bool = False) -> tuple[l
     table = comparison_table(experiments)
     settings = group_settings(experiments)
     report = out_dir / "comparison.md"
-    write_text(report, markdown_report(table, skipped, settings))
-    return [report, plot_comparison(settings, out_dir / "comparison.png")], table
+    figures = copy_privacy_figures(out_dir)
+    text = markdown_report(table, skipped, settings)
+    if figures:
+        text += "\n## Privacy audit of the workspace's run\n\n" + "".join(
+            f"![{figure.stem}]({figure.name})\n" for figure in figures
+        )
+    write_text(report, text)
+    return [report, plot_comparison(settings, out_dir / "comparison.png"), *figures], table

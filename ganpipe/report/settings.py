@@ -155,6 +155,12 @@ METRICS = {
         Metric("low_mixed_accuracy", paths.UTILITY_METRICS, "low_mixed_accuracy_mean"),
         Metric("wall_time_s", paths.TRAIN_METRICS, "wall_time_s"),
         Metric("train_time_s", paths.TRAIN_METRICS, "train_time_s"),
+        # The privacy audit on the domain features (docs/privacy.md).
+        Metric("dcr_share", paths.PRIVACY_METRICS, "dcr_share"),
+        Metric("ct", paths.PRIVACY_METRICS, "ct"),
+        Metric("authenticity", paths.PRIVACY_METRICS, "authenticity"),
+        Metric("blackbox_auc", paths.PRIVACY_METRICS, "blackbox_auc"),
+        Metric("logan_auc", paths.PRIVACY_METRICS, "logan_auc"),
     )
 }
 
