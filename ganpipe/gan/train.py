@@ -53,8 +53,11 @@ FINAL_WINDOW = 50  # train.json reports losses averaged over the last this-many 
 TRAIN_SCRIPT = "stages/train.py"  # its import closure (ganpipe.pipeline.deps) keys the checkpoints
 
 
-def run_key(params: dict[str, Any], device: torch.device, data_md5: str) -> str:
-    """Hash of everything that shapes the trained weights: params, data and the stage's code."""
+def run_key(params: dict[str, Any], device: torch.device, data_md5: str, code: str | None = None) -> str:
+    """Hash of everything that shapes the trained weights: params, data and the stage's code.
+
+    `code`: the code's digest (code_digest(TRAIN_SCRIPT)) when the caller has it already.
+    """
     train = {
         k: v
         for k, v in params["train"].items()
@@ -71,7 +74,7 @@ def run_key(params: dict[str, Any], device: torch.device, data_md5: str) -> str:
         "train_samples": params["score"]["train_samples"],
         "data_md5": data_md5,
         # The train stage's import closure: the same list dvc.yaml's deps are checked against.
-        "code": code_digest(TRAIN_SCRIPT),
+        "code": code or code_digest(TRAIN_SCRIPT),
     }
     return hashlib.sha256(json.dumps(shaped_by, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -510,16 +513,11 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
     if train_cfg["max_steps"] is not None:
         total_steps = min(total_steps, train_cfg["max_steps"])
 
-    data_md5 = file_md5(paths.PROCESSED_TRAIN)
-    key = run_key(params, device, data_md5)
+    data_md5, code = file_md5(paths.PROCESSED_TRAIN), code_digest(TRAIN_SCRIPT)
+    key = run_key(params, device, data_md5, code)
     # What made the key (its device and data cannot be recomputed from params later), for the
     # `ganpipe checkpoints` list; the folder is refused in one line while another process trains it.
-    record = {
-        "device": device.type,
-        "data_md5": data_md5,
-        "code": code_digest(TRAIN_SCRIPT),
-        "params": params,
-    }
+    record = {"device": device.type, "data_md5": data_md5, "code": code, "params": params}
     checkpoint_folder = claim(checkpoints / key, record, hold=ranks.is_main)  # rank 0 holds it
     checkpoint = checkpoint_folder.path
     prior = class_prior(labels.cpu().numpy(), info["n_classes"])
