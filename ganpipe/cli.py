@@ -37,7 +37,8 @@ def _checkpoints(args: argparse.Namespace) -> None:
         )
     stale = [entry for entry in found if entry.state == inventory.STALE]
     stale_size = inventory.human_size(sum(entry.size for entry in stale))
-    total = f"{len(found)} checkpoint folders, {inventory.human_size(sum(entry.size for entry in found))}"
+    folders = f"{len(found)} checkpoint folder{'' if len(found) == 1 else 's'}"
+    total = f"{folders}, {inventory.human_size(sum(entry.size for entry in found))}"
     if args.prune:
         removed = inventory.prune(stale)
         print(f"{total}; removed {len(removed)} stale ({inventory.human_size(sum(e.size for e in removed))})")
