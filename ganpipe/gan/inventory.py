@@ -62,7 +62,7 @@ def settings_from_exp_show(document: list[dict[str, Any]]) -> dict[str, dict[str
         params = _file_data((entry.get("data") or {}).get("params")).get(PARAMS_FILE)
         try:
             settings.setdefault(label, validate(params))
-        except (ParamsError, KeyError, TypeError):  # an older schema: the current code cannot run it
+        except ParamsError:  # an older schema: the current code cannot run it
             continue
     return settings
 
