@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import dvc.api
+import dvc.api as dvc_api
 from conftest import dvc, run, set_params, stage_env, tiny_params, write_params
 
 # 20 epochs of 8 steps on 256 digits, a checkpoint every 8: the kill lands well before the end.
@@ -135,5 +135,5 @@ def test_requeued_experiment_resumes_from_the_killed_runs_checkpoint(repo_copy: 
     # The same settings uninterrupted, in the workspace and outside DVC (its run cache would serve it).
     write_params(repo, set_params(tiny_params(train__eval_every=None), SETTINGS))
     run([sys.executable, "-m", "stages.train"], repo, env=_queue_env(repo))
-    with dvc.api.open(GENERATOR, repo=str(repo), rev=_experiment_sha(repo, "resumed"), mode="rb") as resumed:
+    with dvc_api.open(GENERATOR, repo=str(repo), rev=_experiment_sha(repo, "resumed"), mode="rb") as resumed:
         assert resumed.read() == (repo / GENERATOR).read_bytes()
