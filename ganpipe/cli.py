@@ -23,6 +23,31 @@ def _results(args: argparse.Namespace) -> None:
     print(f"{len(rows)} settings; wrote {written}")
 
 
+def _checkpoints(args: argparse.Namespace) -> None:
+    from ganpipe.gan import inventory
+    from ganpipe.pipeline.params import load_params
+    from ganpipe.report.compare import run_exp_show
+
+    load_params()  # a missing or broken params.yaml says so in one line, before dvc is asked
+    found = inventory.list_checkpoints(inventory.settings_from_exp_show(run_exp_show()))
+    for entry in found:
+        print(
+            f"{entry.state:<9}  {inventory.human_size(entry.size):>8}  {inventory.human_age(entry.age_s):>6}"
+            f"  {entry.folder}  {entry.why}"
+        )
+    stale = [entry for entry in found if entry.state == inventory.STALE]
+    stale_size = inventory.human_size(sum(entry.size for entry in stale))
+    folders = f"{len(found)} checkpoint folder{'' if len(found) == 1 else 's'}"
+    total = f"{folders}, {inventory.human_size(sum(entry.size for entry in found))}"
+    if args.prune:
+        removed = inventory.prune(stale)
+        print(f"{total}; removed {len(removed)} stale ({inventory.human_size(sum(e.size for e in removed))})")
+    elif stale:
+        print(f"{total}; {len(stale)} stale ({stale_size}): `ganpipe checkpoints --prune` removes them")
+    else:
+        print(f"{total}; none stale")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganpipe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -61,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
         "here, OUT is rewritten from its own rows",
     )
     results.set_defaults(run=_results)
+    checkpoints = commands.add_parser(
+        "checkpoints",
+        help="list the resumable training checkpoints with size and age; --prune removes the stale ones",
+        description="List every checkpoint folder of train.checkpoint_dir (params.yaml's and each "
+        "experiment's) with its size, its age and its state: resumable (a setting of params.yaml or of "
+        "an experiment in `dvc exp show` trains it with the current code), in use (a run holds its "
+        "lock) or stale (no setting or the code no longer gives its key; it can never be resumed). "
+        "Run it in the repository root.",
+    )
+    checkpoints.add_argument("--prune", action="store_true", help="delete the stale checkpoint folders")
+    checkpoints.set_defaults(run=_checkpoints)
     return parser
 
 

@@ -9,7 +9,8 @@ Design choices, each for a reason:
 - Every random draw comes from a generator whose state is checkpointed, and the data order of an
   epoch is a pure function of (seed, epoch), so a resumed run is bit-identical to an uninterrupted one.
 - Checkpoints live under train.checkpoint_dir, keyed by a hash of everything that shapes the
-  result, because DVC deletes a stage's declared outputs before it re-runs the stage.
+  result, because DVC deletes a stage's declared outputs before it re-runs the stage; a relative
+  checkpoint_dir is under the repository an experiment was queued from (ganpipe.gan.checkpoint).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import random
 import sys
 import time
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ from tqdm import tqdm
 from ganpipe.data.labels import check_conditional_data, class_prior, draw_labels, is_conditional
 from ganpipe.gan import ddp
 from ganpipe.gan.augment import DiffAugment
-from ganpipe.gan.checkpoint import load_checkpoint, prepare_checkpoint_dir
+from ganpipe.gan.checkpoint import claim, load_checkpoint, prepare_checkpoint_dir
 from ganpipe.gan.losses import LOSSES, auxiliary_classifier_loss, gradient_penalty
 from ganpipe.gan.models import build_models, to_uint8
 from ganpipe.pipeline import paths
@@ -53,8 +53,11 @@ FINAL_WINDOW = 50  # train.json reports losses averaged over the last this-many 
 TRAIN_SCRIPT = "stages/train.py"  # its import closure (ganpipe.pipeline.deps) keys the checkpoints
 
 
-def run_key(params: dict[str, Any], device: torch.device, data_md5: str) -> str:
-    """Hash of everything that shapes the trained weights: params, data and the stage's code."""
+def run_key(params: dict[str, Any], device: torch.device, data_md5: str, code: str | None = None) -> str:
+    """Hash of everything that shapes the trained weights: params, data and the stage's code.
+
+    `code`: the code's digest (code_digest(TRAIN_SCRIPT)) when the caller has it already.
+    """
     train = {
         k: v
         for k, v in params["train"].items()
@@ -71,7 +74,7 @@ def run_key(params: dict[str, Any], device: torch.device, data_md5: str) -> str:
         "train_samples": params["score"]["train_samples"],
         "data_md5": data_md5,
         # The train stage's import closure: the same list dvc.yaml's deps are checked against.
-        "code": code_digest(TRAIN_SCRIPT),
+        "code": code or code_digest(TRAIN_SCRIPT),
     }
     return hashlib.sha256(json.dumps(shaped_by, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -498,7 +501,7 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
         ranks, device = ddp.setup(train_cfg["device"], world_size)
     else:
         ranks, device = ddp.ranks(), resolve_device(train_cfg["device"])
-    prepare_checkpoint_dir(train_cfg["checkpoint_dir"])  # before loading data: fail in the first second
+    checkpoints = prepare_checkpoint_dir(train_cfg["checkpoint_dir"])  # before loading data: fail at once
     images, labels, info = _load_training_images(device)
     _check_options(params, device, len(images))
     check_conditional_data(params, info)
@@ -509,8 +512,13 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
     if train_cfg["max_steps"] is not None:
         total_steps = min(total_steps, train_cfg["max_steps"])
 
-    key = run_key(params, device, file_md5(paths.PROCESSED_TRAIN))
-    checkpoint = Path(train_cfg["checkpoint_dir"]) / key / "checkpoint.pt"
+    data_md5, code = file_md5(paths.PROCESSED_TRAIN), code_digest(TRAIN_SCRIPT)
+    key = run_key(params, device, data_md5, code)
+    # What made the key (its device and data cannot be recomputed from params later), for the
+    # `ganpipe checkpoints` list; the folder is refused in one line while another process trains it.
+    record = {"device": device.type, "data_md5": data_md5, "code": code, "params": params}
+    checkpoint_folder = claim(checkpoints / key, record, hold=ranks.is_main)  # rank 0 holds it
+    checkpoint = checkpoint_folder.path
     prior = class_prior(labels.cpu().numpy(), info["n_classes"])
     run = Run(params, device, info["channels"], info["size"], prior)
     if world_size > 1:
@@ -599,7 +607,7 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
         ddp.teardown()
         return {}
     metrics = _write_outputs(run, params, steps_per_epoch, batch)
-    checkpoint.unlink(missing_ok=True)  # outputs are complete; a finished run needs no resume point
+    checkpoint_folder.finish()  # outputs are complete; a finished run needs no resume point
     ddp.teardown()
     return metrics
 

@@ -5,7 +5,8 @@ would take `cuda:0` while the other GPUs idle. The GPU-using stages therefore en
 which takes one free GPU by an exclusive `fcntl.flock` on a lock file per GPU:
 
 - The kernel releases a flock when its process dies, however it dies (kill -9 included), so a
-  crashed worker never leaves a GPU locked; a lock file left on disk is free unless held.
+  crashed worker never leaves a GPU locked; a lock file left on disk is free unless held
+  (ganpipe.pipeline.locks).
 - A worker that finds every GPU leased waits (and says so) instead of doubling up on one, so no
   GPU is ever oversubscribed while another is idle.
 - Locks live in one folder per machine (`GANPIPE_GPU_LOCK_DIR`, default `<tmp>/ganpipe-gpu-locks`),
@@ -26,8 +27,6 @@ ganpipe off some GPUs).
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from ganpipe.pipeline import locks
 from ganpipe.pipeline.device import LEASE_ENV
 from ganpipe.pipeline.errors import GanpipeError
 
@@ -76,39 +76,13 @@ def _lock_file(gpu: str) -> Path:
     return lock_dir() / f"{safe}.lock"
 
 
-def _open_lock(path: Path) -> int:
-    """A descriptor of `path` to flock; read-only when another user created it (flock needs none)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:
-        return os.open(path, os.O_RDONLY)
-    with suppress(OSError):
-        os.fchmod(fd, 0o666)  # let other users' workers lease this GPU too (umask would narrow it)
-    return fd
-
-
 def _try_lock(gpu: str) -> int | None:
     """The descriptor holding GPU `gpu`'s lock, or None when another process holds it."""
-    fd = _open_lock(_lock_file(gpu))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            return None
-        raise
-    with suppress(OSError):  # who holds it, for the wait message of other workers
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {' '.join(sys.argv)}\n".encode())
-    return fd
+    return locks.try_lock(_lock_file(gpu), shared=True)  # every user's workers share the GPUs
 
 
 def _holder(gpu: str) -> str:
-    try:
-        text = _lock_file(gpu).read_text().strip()
-    except OSError:
-        return "?"
-    return text.split(" ", 1)[0] if text else "?"
+    return locks.holder(_lock_file(gpu))[0]
 
 
 def _prepare_lock_dir() -> None:
@@ -150,7 +124,7 @@ def acquire_gpus(
                     print(f"GPU lease: {names}{waited}", file=sys.stderr, flush=True)
                     return [i for i, _ in held], [fd for _, fd in held]
         for _, fd in held:
-            os.close(fd)  # closing the last descriptor releases the flock
+            locks.release(fd)
         now = time.monotonic()
         if last_report is None or now - last_report >= REPORT_SECONDS:
             holders = ", ".join(f"GPU {gpu}: pid {_holder(gpu)}" for gpu in gpus)
@@ -167,8 +141,7 @@ def acquire_gpus(
 
 def release_gpus(descriptors: list[int]) -> None:
     for fd in descriptors:
-        with suppress(OSError):
-            os.close(fd)
+        locks.release(fd)
 
 
 @contextmanager

@@ -1,0 +1,139 @@
+"""A queued experiment whose train process dies resumes when it is queued again (issue 33).
+
+Real `dvc exp run --queue` and `dvc queue start`: the train stage runs in DVC's temporary copy
+(`.dvc/tmp/exps/tmp*`), which DVC deletes when the experiment fails. This file imports nothing from
+ganpipe, so that it runs unchanged against older code (on commit 520fa71 it fails: the checkpoint
+went with the copy and the second run started from step 0).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dvc.api as dvc_api
+from conftest import dvc, run, set_params, stage_env, tiny_params, write_params
+
+# 20 epochs of 8 steps on 256 digits, a checkpoint every 8: the kill lands well before the end.
+SETTINGS = {"model": "dcgan", "train.epochs": 20, "train.checkpoint_every": 8}
+GENERATOR = "data/train/generator.pt"
+
+
+def _queue_env(repo: Path) -> dict[str, str]:
+    # One torch thread everywhere: the queued runs and the reference run must split reductions alike.
+    return dict(stage_env(repo), OMP_NUM_THREADS="1")
+
+
+def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, "-m", "dvc", *args], repo, env=_queue_env(repo))
+
+
+def _queue(repo: Path, name: str) -> None:
+    overrides = [arg for key, value in SETTINGS.items() for arg in ("-S", f"{key}={value}")]
+    _dvc(repo, "exp", "run", "--queue", "-n", name, *overrides, "train")
+    # Not through pipes: the worker it starts inherits them, and reading them would wait for its end.
+    command = [sys.executable, "-m", "dvc", "queue", "start"]
+    subprocess.run(command, cwd=repo, env=_queue_env(repo), stdout=subprocess.DEVNULL, check=True)
+
+
+def _train_process(repo: Path) -> int | None:
+    """The pid of the train stage's python process running in one of the repo's temporary copies."""
+    copies = str(repo / ".dvc" / "tmp" / "exps")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        if (
+            b"stages.train" in argv
+            and Path(argv[0].decode()).name.startswith("python")
+            and cwd.startswith(copies)
+        ):
+            return int(entry.name)
+    return None
+
+
+def _checkpoints(repo: Path) -> list[Path]:
+    """checkpoint.pt files in the repository or in any of its temporary copies."""
+    return [
+        *repo.glob(".ganpipe/checkpoints/*/checkpoint.pt"),
+        *repo.glob(".dvc/tmp/exps/*/.ganpipe/checkpoints/*/checkpoint.pt"),
+    ]
+
+
+def _state(repo: Path, name: str) -> str:
+    """The experiment's state in `dvc queue status`: Queued, Running, Success or Failed."""
+    for line in _dvc(repo, "queue", "status").stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[1] == name:
+            return fields[-1]
+    return "?"
+
+
+def _train_pid_after_first_checkpoint(repo: Path) -> int:
+    """Poll (cheaply: no dvc call, which takes seconds) for the train process and its first checkpoint.
+
+    The run ended without either when its temporary copy is gone again.
+    """
+    deadline = time.monotonic() + 600  # generous: a CPU shared with other jobs slows every dvc call
+    copy_seen = False
+    while time.monotonic() < deadline:
+        pid = _train_process(repo)
+        if pid is not None and _checkpoints(repo):
+            return pid
+        copies = list(repo.glob(".dvc/tmp/exps/tmp*"))
+        if copy_seen and not copies:
+            log = _dvc(repo, "queue", "logs", "killed").stdout
+            raise AssertionError(f"the run ended before it could be killed after a checkpoint:\n{log}")
+        copy_seen = copy_seen or bool(copies)
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for the first checkpoint")
+
+
+def _wait_until_done(repo: Path, name: str) -> str:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        state = _state(repo, name)
+        if state in ("Success", "Failed"):
+            return state
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {name} to end")
+
+
+def _experiment_sha(repo: Path, name: str) -> str:
+    refs = run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], repo).stdout
+    (sha,) = [line.split()[0] for line in refs.splitlines() if line.endswith(f"/{name}")]
+    return sha
+
+
+def test_requeued_experiment_resumes_from_the_killed_runs_checkpoint(repo_copy: Path) -> None:
+    repo = repo_copy
+    write_params(repo, tiny_params(train__eval_every=None))  # no FID during training: faster
+    # The stages before train, once, committed: both queued runs check them out instead of rerunning.
+    dvc(repo, "repro", "-q", "train_reference")
+    run(["git", "add", "params.yaml", "dvc.lock"], repo)
+    run(["git", "commit", "-q", "-m", "data, classifier and train reference"], repo)
+
+    _queue(repo, "killed")
+    pid = _train_pid_after_first_checkpoint(repo)
+    os.kill(pid, signal.SIGKILL)  # as an OOM kill or a lost machine ends it: no handler, no cleanup
+    assert _wait_until_done(repo, "killed") == "Failed"
+
+    _queue(repo, "resumed")
+    state = _wait_until_done(repo, "resumed")
+    log = _dvc(repo, "queue", "logs", "resumed").stdout
+    assert state == "Success", log
+    assert f"resuming from {repo}/.ganpipe/checkpoints/" in log, log
+
+    # The same settings uninterrupted, in the workspace and outside DVC (its run cache would serve it).
+    write_params(repo, set_params(tiny_params(train__eval_every=None), SETTINGS))
+    run([sys.executable, "-m", "stages.train"], repo, env=_queue_env(repo))
+    with dvc_api.open(GENERATOR, repo=str(repo), rev=_experiment_sha(repo, "resumed"), mode="rb") as resumed:
+        assert resumed.read() == (repo / GENERATOR).read_bytes()
