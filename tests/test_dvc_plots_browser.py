@@ -19,19 +19,21 @@ import pytest
 import yaml
 from conftest import REPO, dvc, run
 from PIL import Image
-from synthetic_run import write_class_histogram, write_fid, write_losses
+from synthetic_run import write_class_histogram, write_dcr_histogram, write_fid, write_losses
 
 from ganpipe.pipeline import paths
 
 TEMPLATE = Path(".dvc") / "plots" / "offline.html"  # relative to a repo root
 TEMPLATE_SETTING = "plots/offline.html"  # plots.html_template is relative to .dvc/
-VEGA_PLOTS = ("losses", "wasserstein", "fid", "class_frequencies")
+VEGA_PLOTS = ("losses", "wasserstein", "fid", "class_frequencies", "dcr_histogram")
 IMAGE_PLOTS = (
     paths.REAL_GRID,
     paths.SAMPLE_GRID,
     paths.UTILITY_FIGURE,
     paths.FIGURES / "losses.png",
     paths.FIGURES / "fid.png",
+    paths.COPY_GALLERY,
+    paths.DCR_HISTOGRAM_PNG,
 )
 CHROMIUM = shutil.which("chromium")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install -y chromium)")
@@ -62,6 +64,7 @@ def initialized_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_losses(repo)
     write_fid(repo, epochs=5)
     write_class_histogram(repo)
+    write_dcr_histogram(repo)
     for seed, path in enumerate(IMAGE_PLOTS):
         write_png(repo / path, seed)
     return repo

@@ -307,12 +307,15 @@ def test_domain_and_dinov2_scores_end_to_end(
     monkeypatch.setenv("CI", "1")
     rng = np.random.RandomState(0)
     n_train, n_classes = 24, 4
-    images = rng.randint(0, 256, (n_train + 8, 1, 28, 28), dtype=np.uint8)
-    labels = np.arange(n_train + 8) % n_classes
+    images = rng.randint(0, 256, (n_train + 16, 1, 28, 28), dtype=np.uint8)
+    labels = np.arange(n_train + 16) % n_classes
     save_npz(paths.PROCESSED_TRAIN, images=images[:n_train], labels=labels[:n_train])
-    save_npz(paths.PROCESSED_TEST, images=images[n_train:], labels=labels[n_train:])
+    # val: the held-out reference the score stage also measures against.
+    save_npz(paths.PROCESSED_VAL, images=images[n_train : n_train + 8], labels=labels[n_train : n_train + 8])
+    save_npz(paths.PROCESSED_TEST, images=images[n_train + 8 :], labels=labels[n_train + 8 :])
     info = {"name": "noise", "n_classes": n_classes, "channels": 1, "size": 28, "n_train": n_train}
-    write_json(paths.PROCESSED_INFO, {**info, "n_test": 8, "label_names": [str(k) for k in range(n_classes)]})
+    names = [str(k) for k in range(n_classes)]
+    write_json(paths.PROCESSED_INFO, {**info, "n_val": 8, "n_test": 8, "label_names": names})
     torch.manual_seed(0)
     save_classifier(paths.CLASSIFIER_WEIGHTS, DomainClassifier(1, 28, n_classes))
     path, _ = dinov2_s_weights

@@ -93,7 +93,7 @@ def test_bf16_steps_keep_fp32_master_weights_and_optimizer_state(
     steps.generator_step()
 
     with steps.autocast:  # the autocast is on: the critic computes in bf16 ...
-        assert run.critic(torch.zeros(2, 1, 28, 28)).dtype == torch.bfloat16
+        assert run.critic(torch.zeros(2, 1, 28, 28), None)[0].dtype == torch.bfloat16
     # ... while every weight, buffer and optimizer moment stays fp32, and the penalty is fp32.
     for module in (run.generator, run.critic, run.ema):
         assert {t.dtype for t in module.state_dict().values() if t.is_floating_point()} == {torch.float32}

@@ -158,7 +158,7 @@ def test_kept_rows_alone_regenerate_the_page(tmp_path, monkeypatch) -> None:
 
 
 def test_results_grid_merges_a_groups_overrides_into_the_common_ones() -> None:
-    spec = importlib.util.spec_from_file_location("results_grid", REPO / "benchmarks" / "results_grid.py")
+    spec = importlib.util.spec_from_file_location("results_grid", REPO / "research" / "results_grid.py")
     grid = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(grid)
     # A group's override of a common key (augment_wide's critic width) replaces it in place, once.

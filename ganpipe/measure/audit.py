@@ -74,7 +74,8 @@ def critic_scores(
     for start in range(0, len(images), CRITIC_BATCH_SIZE):
         x = DomainClassifier.normalize(torch.from_numpy(images[start : start + CRITIC_BATCH_SIZE])).to(device)
         y = torch.from_numpy(labels[start : start + CRITIC_BATCH_SIZE]).to(device) if conditional else None
-        out.append(critic(x, y).float().flatten().cpu())
+        scores, _ = critic(x, y)  # (score, aux logits or None)
+        out.append(scores.float().flatten().cpu())
     return torch.cat(out).numpy()
 
 

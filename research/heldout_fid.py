@@ -16,7 +16,7 @@ DiffAugment-biggan-cifar/inception_tf.py). This script scores each finished expe
 Rows are grouped by model, conditioning, width (arch.ngf/arch.ndf), DiffAugment, data.limit and
 critic steps (mean over the seeds). The last line is JSON.
 
-    python benchmarks/heldout_fid.py [--repo DIR] [--full-rev REV] [REV ...]
+    python research/heldout_fid.py [--repo DIR] [--full-rev REV] [REV ...]
 
 REV: experiments in the repository (`dvc exp show` names or git revisions); default, every
 experiment with `data.limit` set and finished samples. `--full-rev` is the experiment whose

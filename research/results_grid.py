@@ -55,7 +55,7 @@ checkout's HEAD, so new runs use today's code, and its finished experiments stay
 one after another. `--collect` queues nothing: it waits for that clone's queue to drain and writes
 the table.
 
-    python benchmarks/results_grid.py [--groups conditional,augment] [--jobs 2] [--seeds 0,1,2] [--repo DIR]
+    python research/results_grid.py [--groups conditional,augment] [--jobs 2] [--seeds 0,1,2] [--repo DIR]
         [--collect] [--out docs/results.md]
 """
 
@@ -376,7 +376,7 @@ def main() -> None:
     wall = "wall time not measured (--collect)" if args.collect else f"{minutes:.0f} min wall"
     code = run(["git", "rev-parse", "--short=7", "HEAD"], repo).strip()  # the rows' `code` column
     block = [
-        f"The `{code}` rows: `python benchmarks/results_grid.py --groups {args.groups} --jobs {args.jobs} "
+        f"The `{code}` rows: `python research/results_grid.py --groups {args.groups} --jobs {args.jobs} "
         f"--seeds {args.seeds}` "
         f"on {time.strftime('%Y-%m-%d')}: {len(commands)} queued grids of seeds {args.seeds}, {wall}, on "
         f"{platform.machine()} with {os.cpu_count()} CPU cores and {gpu} (`train.device={args.device}`, "

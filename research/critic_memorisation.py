@@ -8,7 +8,7 @@ on) and of the val split (real images it never saw), and prints:
 - how often a threshold at the median score puts an image on its own side (0.5: chance).
 A conditional critic scores each image with its own label. The last line is JSON.
 
-    python benchmarks/critic_memorisation.py RUN_DIR [RUN_DIR ...] [--count 500]
+    python research/critic_memorisation.py RUN_DIR [RUN_DIR ...] [--count 500]
 
 RUN_DIR is a repository, or a copy of one, in which `dvc repro train` (or `dvc exp run`) has run.
 """
