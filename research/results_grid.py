@@ -8,7 +8,7 @@ commands and machine made it (for the commit that adds the rows: the page itself
 whole). The rows of earlier invocations stay, even when their clone is gone (`ganpipe results
 --keep-rows`).
 
-Groups (all on ../shared/data/mnist_t10k.npz, 8,000 training images, 1 channel, 28 px,
+Groups (all but `breastmnist` on ../shared/data/mnist_t10k.npz, 8,000 training images, 1 channel, 28 px,
 arch.ngf = ndf = 16 so that a CPU can afford the steps, 5,000 samples scored against up to 5,000
 real images, seeds 0, 1, 2 unless `--seeds` says otherwise):
 - `conditional`: hinge (8,000 critic steps), unconditional and projection, with the utility stage's
@@ -45,7 +45,13 @@ real images, seeds 0, 1, 2 unless `--seeds` says otherwise):
   `losses` and `augment` do not run (21 of the 40 cells);
 - `losses_rerun`: the `losses` cells whose DiffAugment partner in `losses_rest` ran on another machine
   (`environment` column): hinge, lsgan, dcgan and wgan_gp projection and wgan unconditional and
-  projection, again, so that each of those ratios compares runs of one machine.
+  projection, again, so that each of those ratios compares runs of one machine;
+- `breastmnist`: the BreastMNIST benchmark (docs/protocol.md), on ../shared/data/breastmnist.npz
+  (546 training images, 1 channel, 28 px) at the default widths (64): dcgan and resnet, each at
+  equal training wall time (about BREASTMNIST_TRAIN_S seconds: the critic steps come from measured
+  rates), over BREASTMNIST_CELLS (hinge: unconditional and projection, DiffAugment off and on;
+  wgan_gp and lsgan: unconditional, without DiffAugment), 2,000 samples against all 546 training
+  images, about 80 minutes with `--jobs 2` on the 2-core CPU.
 The first two are what the 2-core CPU could afford in one session (the table's footer says which
 ran); the others take hours there.
 
@@ -79,6 +85,7 @@ from ganpipe.report.results import write_results
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_NPZ = REPO.parent / "shared" / "data" / "mnist_t10k.npz"
+BREASTMNIST_NPZ = REPO.parent / "shared" / "data" / "breastmnist.npz"
 DIFFAUGMENT = "[color,translation,cutout]"
 GROUPS = (
     "conditional",
@@ -95,6 +102,7 @@ GROUPS = (
     "losses",
     "losses_rest",
     "losses_rerun",
+    "breastmnist",
 )
 LOW_DATA_FRACTION = 0.01
 # (model, critic steps, conditioning modes, extra overrides) of the conditioning groups.
@@ -167,7 +175,57 @@ LOSSES_RERUN = {
 }
 
 
-def common_overrides(seeds: str, device: str = "cpu") -> list[str]:
+# The BreastMNIST benchmark (docs/protocol.md): architectures compared at equal training wall
+# time. Every run trains for about BREASTMNIST_TRAIN_S seconds: its critic steps are that times the
+# rate of its (arch.name, model, DiffAugment on), in critic steps per second, measured with 120-step
+# train-only runs on the 2-core AMD EPYC (no bf16), two at a time on one torch thread each, as the
+# queue runs them. Conditioning costs little beside the nets and is not told apart.
+BREASTMNIST_TRAIN_S = 150
+BREASTMNIST_RATES = {
+    ("dcgan", "hinge", False): 2.42,
+    ("dcgan", "hinge", True): 2.41,
+    ("dcgan", "wgan_gp", False): 2.68,
+    ("dcgan", "lsgan", False): 2.13,
+    ("resnet", "hinge", False): 1.40,
+    ("resnet", "hinge", True): 1.47,
+    ("resnet", "wgan_gp", False): 1.24,
+    ("resnet", "lsgan", False): 1.53,
+}
+# (model, conditioning, DiffAugment on) of every BreastMNIST cell, each for both architectures and
+# every seed. The SNGAN recipe (hinge) is the full factorial; wgan_gp and lsgan run unconditional and
+# without DiffAugment only: their projection and DiffAugment cells (12 of the 24) are left out to fit
+# the grid into 90 minutes of the 2-core CPU with 3 seeds on every row.
+BREASTMNIST_CELLS = (
+    *(("hinge", mode, augment) for mode in CONDITIONING for augment in (False, True)),
+    ("wgan_gp", "none", False),
+    ("lsgan", "none", False),
+)
+
+
+def breastmnist_steps(arch: str, model: str, augment: bool) -> int:
+    """The critic steps of a BreastMNIST run: BREASTMNIST_TRAIN_S seconds at its measured rate."""
+    return max(10, round(BREASTMNIST_TRAIN_S * BREASTMNIST_RATES[(arch, model, augment)] / 10) * 10)
+
+
+def common_overrides(seeds: str, device: str = "cpu", group: str = "") -> list[str]:
+    if group == "breastmnist":
+        # All 546 training images as the reference, 2,000 generated. One utility seed per run: the
+        # row's spread is then over the GANs' seeds. The export only as large as the real splits.
+        return [
+            "data.name=breastmnist",
+            f"data.source={BREASTMNIST_NPZ}",
+            "data.channels=1",
+            "data.image_size=28",
+            "train.epochs=100000",  # max_steps decides the length
+            f"train.device={device}",
+            "sample.num_samples=2000",
+            "score.num_real=2000",
+            "utility.seeds=1",
+            "export.num_train=546",
+            "export.num_val=78",
+            "export.num_test=156",
+            f"seed={seeds}",
+        ]
     return [
         "data.name=local",
         f"data.source={MNIST_NPZ}",
@@ -245,6 +303,16 @@ def group_runs(group: str) -> list[tuple[int, list[str]]]:
                                     ],
                                 )
                             )
+    elif group == "breastmnist":
+        for arch in ("dcgan", "resnet"):
+            for model, mode, augment in BREASTMNIST_CELLS:
+                overrides = [
+                    f"arch.name={arch}",
+                    f"model={model}",
+                    f"models.{model}.conditional={mode}",
+                    f"train.augment={DIFFAUGMENT if augment else '[]'}",
+                ]
+                runs.append((breastmnist_steps(arch, model, augment), overrides))
     else:
         raise SystemExit(f"unknown group {group!r}; use {', '.join(GROUPS)}")
     return runs
@@ -326,8 +394,10 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
     args = parser.parse_args()
-    if not MNIST_NPZ.exists():
-        raise SystemExit(f"{MNIST_NPZ} not found: the grid runs on the shared MNIST npz")
+    groups = args.groups.split(",")
+    for npz in {BREASTMNIST_NPZ if group == "breastmnist" else MNIST_NPZ for group in groups}:
+        if not npz.exists():
+            raise SystemExit(f"{npz} not found: the groups asked for run on it (../shared/data)")
     repo = args.repo or Path(tempfile.mkdtemp(prefix="ganpipe-results-")) / "repo"
     if args.collect and not (repo / ".dvc").exists():
         raise SystemExit("--collect needs --repo: a clone this script queued runs in")
@@ -348,17 +418,20 @@ def main() -> None:
     gpu = "a GPU visible to sample and score" if torch.cuda.is_available() else "no GPU"
     start = time.perf_counter()
     commands = []
-    queued = [run_ for group in args.groups.split(",") for run_ in group_runs(group)]
+    queued = [(steps, overrides, group) for group in groups for steps, overrides in group_runs(group)]
     # Shortest first (DVC's queue is first in, first out): a cut-short grid still has whole rows.
-    queued.sort(key=lambda steps_and_overrides: steps_and_overrides[0])
-    for steps, overrides in queued:
+    queued.sort(key=lambda steps_overrides_group: steps_overrides_group[0])
+    for steps, overrides, group in queued:
         command = ["dvc", "exp", "run", "--queue"]
-        group = [*overrides, f"train.max_steps={steps}"]
-        for override in merged_overrides(common_overrides(args.seeds, args.device), group):
+        own = [*overrides, f"train.max_steps={steps}"]
+        for override in merged_overrides(common_overrides(args.seeds, args.device, group), own):
             command += ["-S", override]
         if not args.collect:
             run(command, repo, env)
-        commands.append(shlex.join(command).replace(str(MNIST_NPZ), "../shared/data/mnist_t10k.npz"))
+        shown = shlex.join(command)
+        for npz in (MNIST_NPZ, BREASTMNIST_NPZ):
+            shown = shown.replace(str(npz), f"../shared/data/{npz.name}")
+        commands.append(shown)
     if not args.collect:
         start_workers(repo, args.jobs, env)
     status = wait_for_queue(repo, args.jobs, env)

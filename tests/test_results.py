@@ -209,3 +209,48 @@ def test_keep_rows_reads_an_older_table_and_refuses_unknown_columns() -> None:
     with pytest.raises(GanpipeError, match=r"r\.md's table has columns .* \(gpu_hours\)"):
         results.table_rows("| model | gpu_hours |\n| --- | --- |\n| hinge | 3 |\n", Path("r.md"))
     assert results.table_rows("# Results\n\nno table yet\n", Path("r.md")) == []
+
+
+def _row(width: str, fid: str, heldout: str, **cells: str) -> dict[str, str]:
+    row = dict.fromkeys(results.COLUMNS, "–")
+    row.update(
+        model="hinge",
+        loss="hinge",
+        conditional="none",
+        width=width,
+        augment="none",
+        steps="100",
+        seeds="0,1,2",
+    )
+    row.update(data="breastmnist:breastmnist.npz", fid=fid, heldout_fid=heldout, train_time_s="150 ± 2")
+    row.update(cells)
+    return row
+
+
+def test_which_gan_section_names_each_architectures_best_row_from_the_table() -> None:
+    rows = [
+        _row("64/64", "40 ± 4", "50 ± 5"),
+        _row("64/64", "30 ± 3", "45 ± 5", augment="color,translation,cutout"),
+        _row("resnet 64/64", "12 ± 1", "20 ± 2", steps="60", train_time_s="150 ± 3"),
+        _row("resnet 64/64", "9 ± 9", "40 ± 3", conditional="projection", label_accuracy="0.9 ± 0.01"),
+        _row("resnet 64/64", "1 ± 0", "1 ± 0", seeds="0"),  # one seed: never the best
+        _row("64/64", "5", "5", data="local:mnist_t10k.npz", seeds="0,1,2"),  # another dataset
+    ]
+    page = results.markdown(rows, [])
+    section = page.split("## Which GAN for my small medical set", 1)[1].split("## Data: ", 1)[0]
+    assert "### `breastmnist:breastmnist.npz`" in section and "mnist_t10k" not in section
+    assert "Best dcgan: `hinge` (none, DiffAugment on, 100 steps): domain FID 30 ± 3" in section
+    assert "Best resnet: `hinge` (projection, DiffAugment off, 100 steps): domain FID 9 ± 9" in section
+    assert "Domain FID: resnet / dcgan = 0.30× (the ranges do not overlap)" in section
+    assert "Held-out FID: resnet / dcgan = 0.89× (the mean ± std ranges overlap)" in section
+    assert "Conditional resnet, best:" in section and "label accuracy 0.9 ± 0.01" in section
+    assert "DiffAugment on / off, dcgan domain FID: hinge none 0.75×" in section
+    # One table per dataset, and the rows read back from the page are the rows written.
+    assert page.count("| model |") == 2
+    assert "## Data: `local:mnist_t10k.npz`" in page
+    assert [row["fid"] for row in results.table_rows(page, Path("r.md"))] == [row["fid"] for row in rows]
+
+
+def test_which_gan_section_says_when_no_dataset_has_both_architectures() -> None:
+    page = results.markdown([_row("64/64", "40 ± 4", "50 ± 5")], [])
+    assert "No dataset has rows of both dcgan and resnet with ≥ 3 seeds yet." in page

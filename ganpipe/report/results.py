@@ -32,6 +32,7 @@ from ganpipe.report.settings import (
     mean_std,
     pooled,
 )
+from ganpipe.report.which_gan import section
 
 RESULTS = Path("docs") / "results.md"
 # The measured columns, each averaged over the seeds of a setting (ganpipe.report.settings.METRICS).
@@ -49,6 +50,7 @@ MEASURED = (
 COLUMNS = (*SETTING_COLUMNS, "seeds", *MEASURED)
 HEADER = "| " + " | ".join(COLUMNS) + " |"
 ENVIRONMENTS_HEADING = "## Environments"
+DATA_HEADING = "## Data: "  # then the `data` cell of the table's rows
 PROTOCOL_HEADING = "## Protocol"
 # What the columns hold, above the table.
 COLUMN_NOTES = (
@@ -106,13 +108,20 @@ def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
         "",
         *COLUMN_NOTES,
         "",
-        HEADER,
-        "| " + " | ".join("---" for _ in COLUMNS) + " |",
+        *section(rows),
     ]
+    # One table per dataset, in the order the rows first name them: scores of different data never
+    # share a table.
+    datasets: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        cells = {**row, "environment": ids.get(row["environment"], row["environment"])}
-        lines.append("| " + " | ".join(cell(cells[column]) for column in COLUMNS) + " |")
-    lines += ["", ENVIRONMENTS_HEADING, "", ENVIRONMENTS_NOTE, ""]
+        datasets.setdefault(cell(row["data"]), []).append(row)
+    for data, data_rows in datasets.items():
+        lines += [f"{DATA_HEADING}`{data}`", "", HEADER, "| " + " | ".join("---" for _ in COLUMNS) + " |"]
+        for row in data_rows:
+            cells = {**row, "environment": ids.get(row["environment"], row["environment"])}
+            lines.append("| " + " | ".join(cell(cells[column]) for column in COLUMNS) + " |")
+        lines.append("")
+    lines += [ENVIRONMENTS_HEADING, "", ENVIRONMENTS_NOTE, ""]
     lines += [f"- `{short}`: {environment}" for environment, short in ids.items()] or ["- none recorded"]
     lines += ["", PROTOCOL_HEADING, "", *protocol_lines(), "", "To rerun it: [the protocol](protocol.md)."]
     if skipped:
@@ -146,26 +155,25 @@ def table_rows(text: str, source: Path) -> list[dict[str, str]]:
     older runs did not measure); a column this version does not write is refused in one line.
     """
     lines = text.splitlines()
-    start = next((index for index, line in enumerate(lines) if line.startswith("| model |")), None)
-    if start is None:
-        return []
-    columns = _cells(lines[start])
-    unknown = [column for column in columns if column not in COLUMNS]
-    if unknown:
-        raise GanpipeError(
-            f"{source}'s table has columns `ganpipe results` does not write "
-            f"({', '.join(unknown)}); move the file aside or run without --keep-rows"
-        )
     legend = _legend(lines)
     rows = []
-    for line in lines[start + 2 :]:  # past the header and its --- line
-        if not line.startswith("| "):
-            break
-        row = dict.fromkeys(COLUMNS, MISSING)
-        row.update(zip(columns, _cells(line)))
-        # Tables written before the legend hold the environment itself: it is kept as it is.
-        row["environment"] = legend.get(row["environment"], row["environment"])
-        rows.append(row)
+    # Every table (one per dataset; pages written before that have one).
+    for start in (index for index, line in enumerate(lines) if line.startswith("| model |")):
+        columns = _cells(lines[start])
+        unknown = [column for column in columns if column not in COLUMNS]
+        if unknown:
+            raise GanpipeError(
+                f"{source}'s table has columns `ganpipe results` does not write "
+                f"({', '.join(unknown)}); move the file aside or run without --keep-rows"
+            )
+        for line in lines[start + 2 :]:  # past the header and its --- line
+            if not line.startswith("| "):
+                break
+            row = dict.fromkeys(COLUMNS, MISSING)
+            row.update(zip(columns, _cells(line)))
+            # Tables written before the legend hold the environment itself: it is kept as it is.
+            row["environment"] = legend.get(row["environment"], row["environment"])
+            rows.append(row)
     return rows
 
 
