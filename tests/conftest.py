@@ -40,6 +40,12 @@ TINY: dict[str, Any] = {
     "score.num_real": 128,
     "score.train_samples": 64,
     "score.batch_size": 64,
+    # The labelled export and the utility stage at the size of the data above, not of MNIST's.
+    "export.num_train": 64,
+    "export.num_val": 16,
+    "export.num_test": 16,
+    "utility.seeds": 1,
+    "utility.epochs": 1,
 }
 
 # Every stage of dvc.yaml, in order.
@@ -137,3 +143,27 @@ def processed_digits(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., 
         return made[(channels, size)]
 
     return get
+
+
+# Files whose tests take longest (CPU seconds on the 2-core machine, longest first). xdist hands out
+# whole files (--dist loadfile) in collection order (--no-loadscope-reorder), so starting these first
+# keeps one long file from running alone at the end while the other worker idles.
+LONGEST_FIRST = (
+    "test_pipeline.py",
+    "test_scale_out.py",
+    "test_queue_resume.py",
+    "test_ddp.py",
+    "test_train.py",
+    "test_precision.py",
+    "test_metrics.py",
+    "test_utility.py",
+    "test_resnet.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file's own tests keep their order

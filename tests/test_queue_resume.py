@@ -97,20 +97,32 @@ def _train_pid_after_first_checkpoint(repo: Path) -> int:
     raise AssertionError("timed out waiting for the first checkpoint")
 
 
-def _wait_until_done(repo: Path, name: str) -> str:
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        state = _state(repo, name)
-        if state in ("Success", "Failed"):
-            return state
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {name} to end")
-
-
-def _experiment_sha(repo: Path, name: str) -> str:
+def _experiment_sha(repo: Path, name: str) -> str | None:
+    """The commit of the experiment's ref under refs/exps, None while it has none."""
     refs = run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], repo).stdout
-    (sha,) = [line.split()[0] for line in refs.splitlines() if line.endswith(f"/{name}")]
-    return sha
+    shas = [line.split()[0] for line in refs.splitlines() if line.endswith(f"/{name}")]
+    assert len(shas) <= 1, refs
+    return shas[0] if shas else None
+
+
+def _wait_until_done(repo: Path, name: str) -> str:
+    """Poll for the end of the run cheaply; ask `dvc queue status` (seconds of CPU a call) only when
+    a sign says it may have ended (its ref appeared, or its temporary copy came and went) or every
+    10 s, so the polling does not slow the run it waits for."""
+    deadline = time.monotonic() + 600
+    copy_seen = False
+    last_asked = time.monotonic()
+    while time.monotonic() < deadline:
+        copies = list(repo.glob(".dvc/tmp/exps/tmp*"))
+        ended_sign = _experiment_sha(repo, name) is not None or (copy_seen and not copies)
+        copy_seen = copy_seen or bool(copies)
+        if ended_sign or time.monotonic() - last_asked > 10:
+            last_asked = time.monotonic()
+            state = _state(repo, name)
+            if state in ("Success", "Failed"):
+                return state
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {name} to end")
 
 
 def test_requeued_experiment_resumes_from_the_killed_runs_checkpoint(repo_copy: Path) -> None:
@@ -135,5 +147,7 @@ def test_requeued_experiment_resumes_from_the_killed_runs_checkpoint(repo_copy: 
     # The same settings uninterrupted, in the workspace and outside DVC (its run cache would serve it).
     write_params(repo, set_params(tiny_params(train__eval_every=None), SETTINGS))
     run([sys.executable, "-m", "stages.train"], repo, env=_queue_env(repo))
-    with dvc_api.open(GENERATOR, repo=str(repo), rev=_experiment_sha(repo, "resumed"), mode="rb") as resumed:
+    sha = _experiment_sha(repo, "resumed")
+    assert sha is not None, "the resumed experiment has no ref"
+    with dvc_api.open(GENERATOR, repo=str(repo), rev=sha, mode="rb") as resumed:
         assert resumed.read() == (repo / GENERATOR).read_bytes()
