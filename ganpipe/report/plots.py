@@ -305,7 +305,11 @@ def draw_all(params: dict[str, Any]) -> list[Path]:
     figure from an older run.
     """
     figures_dir = paths.FIGURES
-    model, dataset = params["model"], params["data"]["name"]
+    # The titles name the networks too where they are not the seeds' DCGAN: "dcgan" alone is a
+    # loss recipe, and would mislabel a resnet run.
+    arch = params["arch"]["name"]
+    model = params["model"] if arch == "dcgan" else f"{params['model']}, {arch}"
+    dataset = params["data"]["name"]
     config = model_config(params)
     losses = read_tsv(paths.LOSSES_TSV)
     epoch_images, epochs = _load_npz(paths.EPOCH_SAMPLES, "images", "epochs")
