@@ -104,12 +104,15 @@ def test_bf16_steps_keep_fp32_master_weights_and_optimizer_state(
     assert all(np.isfinite(steps.read_losses()[:4]))
 
 
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
 def test_bf16_reruns_are_bit_identical_and_differ_from_fp32(
-    processed_digits: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    arch: str, processed_digits: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     simulate_cpu_flags(monkeypatch, BF16_CPU_FLAGS)
     processed = processed_digits(1, 28)
-    bf16 = validate(tiny_params(model="hinge", train__precision="bf16", train__augment=["translation"]))
+    bf16 = validate(
+        tiny_params(model="hinge", arch__name=arch, train__precision="bf16", train__augment=["translation"])
+    )
     bf16["models"]["hinge"]["conditional"] = "projection"
     first = train_in(tmp_path / "a", processed, bf16)
     train_in(tmp_path / "b", processed, bf16)
