@@ -169,9 +169,14 @@ def test_bf16_resume_after_kill_is_bit_identical(
 
 
 def test_bf16_trains_data_parallel_on_gloo(processed_digits: Callable[..., Path], tmp_path: Path) -> None:
-    """Two gloo ranks under bf16: the ranks all-reduce fp32 gradients of the fp32 master weights."""
+    """Two gloo ranks under bf16: the ranks all-reduce fp32 gradients of the fp32 master weights.
+
+    On the ResNet nets (channels_last weights, batch norm, spectral norm): test_ddp covers DCGAN's.
+    """
     shutil.copytree(processed_digits(1, 28), tmp_path / paths.PROCESSED_DIR)
-    params = tiny_params(model="wgan_gp", train__precision="bf16", train__world_size=2, train__max_steps=5)
+    params = tiny_params(
+        model="wgan_gp", arch__name="resnet", train__precision="bf16", train__world_size=2, train__max_steps=5
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     site = bf16_cpu_site(tmp_path / "site")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join((str(site), str(REPO))), CI="1")
@@ -184,6 +189,7 @@ def test_bf16_trains_data_parallel_on_gloo(processed_digits: Callable[..., Path]
     )
     metrics = json.loads((tmp_path / paths.TRAIN_METRICS).read_text())
     assert (metrics["precision"], metrics["steps"]) == ("bf16", 5)
-    state = torch.load(tmp_path / paths.CRITIC, weights_only=True)["state_dict"]
-    weights = [t for t in state.values() if t.is_floating_point()]
+    critic = torch.load(tmp_path / paths.CRITIC, weights_only=True)
+    assert critic["config"]["arch"] == "resnet"
+    weights = [t for t in critic["state_dict"].values() if t.is_floating_point()]
     assert {t.dtype for t in weights} == {torch.float32} and all(bool(t.isfinite().all()) for t in weights)
