@@ -36,7 +36,7 @@ from train_throughput import (
     write_processed,
 )
 
-from ganpipe.gan.models import ARCHITECTURES
+from ganpipe.gan.catalog import ARCHITECTURES
 from ganpipe.gan.train import Run, Steps, epoch_order
 
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}

@@ -43,12 +43,12 @@ def near_copies(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def main() -> None:
+    from ganpipe.config import load_params
     from ganpipe.gan.models import build_models
     from ganpipe.measure.audit import critic_scores
     from ganpipe.measure.classifier import save_classifier, train_classifier
     from ganpipe.measure.features import EXTRACTORS, create_extractor, extract_features
     from ganpipe.measure.privacy import PrivacyReference
-    from ganpipe.pipeline.params import load_params
 
     os.environ.setdefault("CI", "1")  # no progress bars in the figures
     params = load_params(REPO / "params.yaml")

@@ -47,10 +47,10 @@ import torch
 import yaml
 
 import ganpipe.gan.train
+from ganpipe.config import validate
 from ganpipe.data import download, preprocess
 from ganpipe.measure.classifier import train_and_evaluate
-from ganpipe.measure.score import compute_train_reference
-from ganpipe.pipeline.params import validate
+from ganpipe.measure.score import compute_train_reference, domain_fid
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mnist_t10k.npz"
@@ -161,7 +161,7 @@ def train_with_timeline(params: dict[str, Any]) -> tuple[dict[str, Any], list[di
     ganpipe.gan.train._end_of_epoch = recording
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            metrics = ganpipe.gan.train.train(params)
+            metrics = ganpipe.gan.train.train(params, fid=domain_fid)
     finally:
         ganpipe.gan.train._end_of_epoch = original
     return metrics, timeline

@@ -24,12 +24,12 @@ def _results(args: argparse.Namespace) -> None:
 
 
 def _checkpoints(args: argparse.Namespace) -> None:
+    from ganpipe.config import load_params, validate
     from ganpipe.gan import inventory
-    from ganpipe.pipeline.params import load_params
     from ganpipe.report.compare import run_exp_show
 
     load_params()  # a missing or broken params.yaml says so in one line, before dvc is asked
-    found = inventory.list_checkpoints(inventory.settings_from_exp_show(run_exp_show()))
+    found = inventory.list_checkpoints(inventory.settings_from_exp_show(run_exp_show(), validate))
     for entry in found:
         print(
             f"{entry.state:<9}  {inventory.human_size(entry.size):>8}  {inventory.human_age(entry.age_s):>6}"

@@ -26,7 +26,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ganpipe.gan.models import Critic  # noqa: E402
+from ganpipe.gan.arch.dcgan import Critic  # noqa: E402
 from ganpipe.measure.classifier import DomainClassifier  # noqa: E402
 from ganpipe.pipeline import paths  # noqa: E402
 from ganpipe.pipeline.processed import read_split  # noqa: E402

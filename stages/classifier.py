@@ -1,8 +1,8 @@
 """classifier stage: train the domain classifier that the domain metrics measure with."""
 
+from ganpipe.config import load_params
 from ganpipe.measure.classifier import train_and_evaluate
 from ganpipe.pipeline.leases import gpu_lease
-from ganpipe.pipeline.params import load_params
 from ganpipe.pipeline.stage import run_stage
 
 

@@ -1,8 +1,8 @@
 """export stage: a labelled synthetic dataset (MedMNIST-layout npz + manifest) from the trained generator."""
 
+from ganpipe.config import load_params
 from ganpipe.gan.export import export
 from ganpipe.pipeline.leases import gpu_lease
-from ganpipe.pipeline.params import load_params
 from ganpipe.pipeline.stage import run_stage
 
 

@@ -1,12 +1,14 @@
 """preprocess stage: data/raw to uint8 N×C×H×W train/test arrays, info.json and the real-sample grid."""
 
 from ganpipe.data import preprocess
-from ganpipe.pipeline.params import load_params
+from ganpipe.data.schema import DATA
+from ganpipe.pipeline.params import PIPELINE, load_sections
 from ganpipe.pipeline.stage import run_stage
 
 
 def main() -> None:
-    preprocess(load_params())
+    # The data layer's sections only: no GAN or measuring code is a dependency of preprocessing.
+    preprocess(load_sections((PIPELINE, DATA)))
 
 
 if __name__ == "__main__":

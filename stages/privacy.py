@@ -1,8 +1,8 @@
 """privacy stage: copying, authenticity and membership inference of the samples, each against its null."""
 
+from ganpipe.config import load_params
 from ganpipe.measure.audit import audit
 from ganpipe.pipeline.leases import gpu_lease
-from ganpipe.pipeline.params import load_params
 from ganpipe.pipeline.stage import run_stage
 
 

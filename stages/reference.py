@@ -1,8 +1,8 @@
 """reference stage: real-data features per extractor, computed once and reused by every experiment."""
 
+from ganpipe.config import load_params
 from ganpipe.measure.score import compute_reference
 from ganpipe.pipeline.leases import gpu_lease
-from ganpipe.pipeline.params import load_params
 from ganpipe.pipeline.stage import run_stage
 
 

@@ -1,8 +1,8 @@
 """sample stage: sample.num_samples images from the trained generator with a fixed seed."""
 
+from ganpipe.config import load_params
 from ganpipe.gan.sample import sample
 from ganpipe.pipeline.leases import gpu_lease
-from ganpipe.pipeline.params import load_params
 from ganpipe.pipeline.stage import run_stage
 
 

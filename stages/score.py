@@ -1,8 +1,8 @@
 """score stage: the metrics of the generated samples on every extractor of score.extractors."""
 
+from ganpipe.config import load_params
 from ganpipe.measure.score import score_samples
 from ganpipe.pipeline.leases import gpu_lease
-from ganpipe.pipeline.params import load_params
 from ganpipe.pipeline.stage import run_stage
 
 

@@ -2,10 +2,11 @@
 
 import sys
 
+from ganpipe.config import load_params
 from ganpipe.gan.ddp import launch, launched
 from ganpipe.gan.train import train
+from ganpipe.measure.score import domain_fid
 from ganpipe.pipeline.leases import gpu_lease
-from ganpipe.pipeline.params import load_params
 from ganpipe.pipeline.stage import run_stage
 
 
@@ -18,7 +19,7 @@ def main() -> None:
         if world_size > 1 and not launched():
             # This process only starts the ranks: torchrun runs this script world_size times.
             sys.exit(launch(world_size, __file__))
-        train(params)
+        train(params, fid=domain_fid)  # FID during training on the domain classifier
 
 
 if __name__ == "__main__":

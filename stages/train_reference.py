@@ -1,8 +1,8 @@
 """train_reference stage: the small real-data reference that FID during training is measured against."""
 
+from ganpipe.config import load_params
 from ganpipe.measure.score import compute_train_reference
 from ganpipe.pipeline.leases import gpu_lease
-from ganpipe.pipeline.params import load_params
 from ganpipe.pipeline.stage import run_stage
 
 

@@ -1,8 +1,8 @@
 """utility stage: classifiers trained on synthetic, real and mixed data, tested on the real test split."""
 
+from ganpipe.config import load_params
 from ganpipe.measure.utility import measure_utility
 from ganpipe.pipeline.leases import gpu_lease
-from ganpipe.pipeline.params import load_params
 from ganpipe.pipeline.stage import run_stage
 
 

@@ -12,12 +12,13 @@ import torch
 from conftest import tiny_params
 from training import TRAIN_OUTPUTS, train_in
 
+from ganpipe.config import validate
 from ganpipe.gan.augment import DRAWS, DiffAugment
 from ganpipe.gan.losses import LOSSES, gradient_penalty
 from ganpipe.gan.train import Run, Steps
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.errors import ParamsError
-from ganpipe.pipeline.params import model_config, validate
+from ganpipe.pipeline.params import model_config
 
 
 def _augment(policy: list[str], uniform: list[float], batch: int = 1, side: int = 16) -> DiffAugment:

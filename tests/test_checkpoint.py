@@ -15,12 +15,12 @@ import pytest
 import torch
 from conftest import REPO, stage_env, tiny_params, write_params
 
+from ganpipe.config import validate
 from ganpipe.gan.checkpoint import CORRUPT_SUFFIX, load_checkpoint, prepare_checkpoint_dir
 from ganpipe.gan.train import run_key, train
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.errors import GanpipeError, ParamsError
 from ganpipe.pipeline.io import file_md5, load_torch
-from ganpipe.pipeline.params import validate
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import torch
 from conftest import REPO, run, stage_env, tiny_params, write_params
 
 from ganpipe.cli import main as ganpipe_main
+from ganpipe.config import validate
 from ganpipe.gan import inventory
 from ganpipe.gan.checkpoint import LOCK_FILE, RECORD_FILE, ROOT_ENV, claim, resolve_checkpoint_dir
 from ganpipe.gan.train import TRAIN_SCRIPT, run_key, train
@@ -24,7 +25,6 @@ from ganpipe.pipeline import locks, paths
 from ganpipe.pipeline.deps import code_digest
 from ganpipe.pipeline.errors import GanpipeError
 from ganpipe.pipeline.io import file_md5, write_json
-from ganpipe.pipeline.params import validate
 
 
 def test_relative_checkpoint_dir_is_under_the_repository_dvc_names(

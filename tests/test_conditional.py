@@ -17,24 +17,20 @@ import torch
 from conftest import tiny_params
 from training import train_in
 
+from ganpipe.config import validate
 from ganpipe.data import download, preprocess
 from ganpipe.data.labels import check_conditional_data
 from ganpipe.data.layout import inspect_npz
+from ganpipe.gan.arch.dcgan import Critic, Generator
 from ganpipe.gan.export import export
-from ganpipe.gan.models import (
-    ConditionalBatchNorm,
-    Critic,
-    Generator,
-    build_models,
-    generator_from_checkpoint,
-)
+from ganpipe.gan.layers import ConditionalBatchNorm
+from ganpipe.gan.models import build_models, generator_from_checkpoint
 from ganpipe.gan.sample import sample
 from ganpipe.gan.train import train
 from ganpipe.measure.score import class_metrics
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.errors import ParamsError
 from ganpipe.pipeline.io import load_torch
-from ganpipe.pipeline.params import validate
 from ganpipe.report.plots import CLASS_GRID_PNG, draw_all
 
 # One model per loss of the registry: wasserstein with clipping and with the gradient penalty.
@@ -113,7 +109,7 @@ def test_unconditional_nets_are_todays() -> None:
     with_classes = build_models(cfg, {"nz": 8, "ngf": 8, "ndf": 8}, 1, 28, n_classes=10)
     torch.manual_seed(0)
     without = (Generator(8, 8, 1, 28), Critic(8, 1, 28))
-    from ganpipe.gan.models import init_dcgan_weights
+    from ganpipe.gan.arch.dcgan import init_dcgan_weights
 
     for net in without:
         init_dcgan_weights(net)

@@ -25,6 +25,7 @@ from torch_fidelity.feature_extractor_dinov2 import FeatureExtractorDinoV2
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from ganpipe.config import validate
 from ganpipe.measure import score
 from ganpipe.measure.classifier import DomainClassifier, save_classifier
 from ganpipe.measure.features import (
@@ -39,7 +40,6 @@ from ganpipe.measure.features import (
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.errors import GanpipeError, ParamsError
 from ganpipe.pipeline.io import save_npz, write_json
-from ganpipe.pipeline.params import validate
 
 DOWNLOADABLE = [key for key, extractor in EXTRACTORS.items() if extractor.weights_url]
 # (embed dim, depth, heads) of the official checkpoints in the table.

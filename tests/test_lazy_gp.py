@@ -14,12 +14,12 @@ from conftest import set_params, tiny_params
 from training import train_in
 
 import ganpipe.gan.train
+from ganpipe.config import validate
 from ganpipe.gan.catalog import LOSS_OPTIONS
 from ganpipe.gan.losses import LOSSES, register_loss, wasserstein_critic, wasserstein_generator
 from ganpipe.gan.train import is_penalty_step
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.errors import ParamsError
-from ganpipe.pipeline.params import validate
 from ganpipe.pipeline.streams import torch_generator
 
 TRAINED = ("generator.pt", "critic.pt", "generator_ema.pt", "epoch_samples.npz")

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ganpipe.gan import losses
+from ganpipe.gan.arch.dcgan import Critic
 from ganpipe.gan.losses import LOSSES, auxiliary_classifier_loss, gradient_penalty
-from ganpipe.gan.models import Critic
 
 REAL = [1.0, -2.0, 3.0]
 FAKE = [0.5, -1.0]

@@ -1,9 +1,12 @@
-"""Bad params.yaml values: every stage refuses them in one line, exit status 2, outputs untouched."""
+"""Bad params.yaml values: every stage that checks them refuses them in one line, exit status 2,
+outputs untouched. From the classifier on a stage checks the whole file; download, preprocess and
+plots check the sections of the layers they run (ganpipe.config)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -16,7 +19,14 @@ from conftest import REPO, set_params, tiny_params
 
 from ganpipe.gan.catalog import LOSS_OPTIONS
 
-STAGES = ("download", "preprocess", "classifier", "reference", "train", "sample", "score", "plots")
+# The stages that check the whole file, and those that check their layers' sections only, with the
+# sections they check (the top level: seed, and a file that is no YAML).
+STAGES = ("classifier", "reference", "train", "sample", "score")
+PARTIAL_STAGES = {
+    "download": ("seed", "data", "score", "params"),
+    "preprocess": ("seed", "data", "params"),
+    "plots": ("seed", "data", "params"),
+}
 # Earlier outputs that a refused stage must leave exactly as they were.
 SENTINELS = {
     "data/processed/train.npz": b"earlier processed data",
@@ -153,9 +163,25 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("index", range(len(CASES)), ids=[case[0] for case in CASES])
+def _section(fragments: tuple[str, ...]) -> str:
+    """The section a case's message names first: `data` for 'data.image_size = 32', `params` for a
+    file that is no YAML."""
+    return re.match(r"(?:unknown key |missing key )?'?([a-z_]+)", fragments[0])[1]
+
+
+# (case index, stage): every case on one whole-file stage in turn, and on each partial stage that
+# checks its section.
+RUNS = [(index, STAGES[index % len(STAGES)]) for index in range(len(CASES))] + [
+    (index, stage)
+    for index, (_, _, fragments) in enumerate(CASES)
+    for stage, sections in PARTIAL_STAGES.items()
+    if _section(fragments) in sections
+]
+
+
+@pytest.mark.parametrize(("index", "stage"), RUNS, ids=[f"{CASES[i][0]}-{stage}" for i, stage in RUNS])
 def test_bad_params_refused_in_one_line(
-    index: int, workdir: Path, capsys: pytest.CaptureFixture[str]
+    index: int, stage: str, workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, mutation, fragments = CASES[index]
     if isinstance(mutation, str):
@@ -165,7 +191,6 @@ def test_bad_params_refused_in_one_line(
         mutation(params)
         (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     before = _digest(workdir)
-    stage = STAGES[index % len(STAGES)]  # every stage validates before it touches anything
 
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(REPO / "stages" / f"{stage}.py"), run_name="__main__")
@@ -194,8 +219,14 @@ def test_shell_exit_status_is_2(workdir: Path) -> None:
     )
 
 
+def test_every_partial_stage_gets_cases() -> None:
+    assert {stage for _, stage in RUNS} == set(STAGES) | set(PARTIAL_STAGES)
+    download = {_section(CASES[i][2]) for i, stage in RUNS if stage == "download"}
+    assert download == {"seed", "data", "score", "params"}
+
+
 def test_repo_params_are_valid() -> None:
-    from ganpipe.pipeline.params import load_params
+    from ganpipe.config import load_params
 
     params = load_params(REPO / "params.yaml")
     assert params["model"] in params["models"]
@@ -205,7 +236,7 @@ def test_load_params_imports_no_torch() -> None:
     """Every stage validates params first; download, preprocess and plots must not pay torch's import
     (about 2 s a process) or depend on the GAN code through it."""
     probe = (
-        "import sys; from ganpipe.pipeline.params import load_params; load_params(); "
+        "import sys; from ganpipe.config import load_params; load_params(); "
         "print(','.join(m for m in ('torch', 'torchvision', 'torch_fidelity') if m in sys.modules))"
     )
     result = subprocess.run(

@@ -28,6 +28,7 @@ from training import (
     train_in,
 )
 
+from ganpipe.config import validate
 from ganpipe.data.labels import class_prior
 from ganpipe.gan.models import generator_from_checkpoint, to_uint8
 from ganpipe.gan.sample import sample
@@ -35,7 +36,6 @@ from ganpipe.gan.train import Run, Steps
 from ganpipe.pipeline import paths, precision
 from ganpipe.pipeline.errors import ParamsError
 from ganpipe.pipeline.io import load_torch
-from ganpipe.pipeline.params import validate
 from ganpipe.pipeline.processed import read_split
 from ganpipe.pipeline.streams import torch_generator
 

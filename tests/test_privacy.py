@@ -12,6 +12,7 @@ import pytest
 from conftest import tiny_params
 from test_metrics import digits_28, write_processed
 
+from ganpipe.config import validate
 from ganpipe.gan.export import export
 from ganpipe.gan.sample import sample
 from ganpipe.gan.train import train
@@ -32,7 +33,6 @@ from ganpipe.measure.privacy import (
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.errors import GanpipeError, ParamsError
 from ganpipe.pipeline.io import save_npz, write_json
-from ganpipe.pipeline.params import validate
 
 # --- each measure by hand (1-D features: distances are differences) ------------------------------
 

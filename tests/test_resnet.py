@@ -13,19 +13,13 @@ import torch
 from conftest import tiny_params
 from training import TRAIN_OUTPUTS, assert_resume_after_kill_is_bit_identical, train_in
 
-from ganpipe.gan.models import (
-    ConditionalBatchNorm,
-    DownBlock,
-    ResNetCritic,
-    ResNetGenerator,
-    build_models,
-    critic_from_checkpoint,
-    generator_from_checkpoint,
-)
+from ganpipe.config import validate
+from ganpipe.gan.arch.resnet import DownBlock, ResNetCritic, ResNetGenerator
+from ganpipe.gan.layers import ConditionalBatchNorm
+from ganpipe.gan.models import build_models, critic_from_checkpoint, generator_from_checkpoint
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.errors import ParamsError
 from ganpipe.pipeline.io import load_torch
-from ganpipe.pipeline.params import validate
 
 # One model per loss of the registry (wgan's clipping is refused with resnet: see below).
 LOSS_MODELS = ("wgan_gp", "dcgan", "lsgan", "hinge")

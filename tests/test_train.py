@@ -22,16 +22,16 @@ from training import (
 )
 
 import ganpipe.gan.train
+from ganpipe.config import validate
 from ganpipe.gan.catalog import LOSS_OPTIONS
 from ganpipe.gan.losses import LOSSES, register_loss, wasserstein_critic, wasserstein_generator
 from ganpipe.gan.models import generator_from_checkpoint
 from ganpipe.gan.train import run_key, train
 from ganpipe.measure.classifier import train_and_evaluate
-from ganpipe.measure.score import compute_train_reference
+from ganpipe.measure.score import compute_train_reference, domain_fid
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.errors import GanpipeError, ParamsError
 from ganpipe.pipeline.io import load_torch
-from ganpipe.pipeline.params import validate
 
 MODELS = ("wgan", "wgan_gp", "lsgan", "dcgan", "hinge")
 TIMING_KEYS = {"wall_time_s", "train_time_s", "critic_images_per_s"}
@@ -286,7 +286,7 @@ def test_fid_during_training_leaves_the_training_unchanged(
     # FID during training needs the classifier and train_reference stages' outputs
     train_and_evaluate(evaluated_params)
     compute_train_reference(evaluated_params)
-    train(evaluated_params)
+    train(evaluated_params, fid=domain_fid)
 
     fid_rows = (evaluated / paths.FID_TSV).read_text().splitlines()[1:]
     assert [int(row.split("\t")[0]) for row in fid_rows] == [1, 2]

@@ -25,7 +25,7 @@ from ganpipe.pipeline import paths
 from ganpipe.data.base import MULTI_LABEL
 from ganpipe.data.layout import load_split
 from ganpipe.pipeline.errors import GanpipeError, run_first
-from ganpipe.report.images import save_grid
+from ganpipe.pipeline.images import save_grid
 from ganpipe.pipeline.io import save_npz, write_json
 from ganpipe.pipeline.processed import DATASET_SEED
 from ganpipe.pipeline.stage import progress_disabled

@@ -1,14 +1,16 @@
 """The names params.yaml may use for GAN training, as plain data.
 
-Params validation runs in every stage, download and plots included, so it must not import torch:
-the loss names, the options each loss accepts, the architectures and the DiffAugment operations
-live here, and
-ganpipe.gan.losses and ganpipe.gan.augment register their code under these names. A new loss is an
-entry in LOSS_OPTIONS plus one `register_loss` call (docs/extending.md).
+Params validation (ganpipe.gan.schema) runs in every stage that reads the GAN's sections, so it must
+not import torch: the loss names, the options each loss accepts and the DiffAugment operations live
+here, and ganpipe.gan.losses and ganpipe.gan.augment register their code under these names (the
+architectures' networks, one file each, ganpipe.gan.arch's). A new loss is an entry in LOSS_OPTIONS
+plus one `register_loss` call; a new architecture an entry in ARCHITECTURES plus its file
+(docs/extending.md).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ganpipe.pipeline.errors import ParamsError
@@ -24,8 +26,45 @@ LOSS_OPTIONS: dict[str, tuple[str, ...]] = {
     "hinge": (),
 }
 
-# Network architectures (arch.name), built by ganpipe.gan.models.ARCHITECTURES.
-ARCHITECTURES = ("dcgan", "resnet")
+# Network architectures (arch.name): the one registry. Each entry's networks are the file of its
+# name in ganpipe/gan/arch/.
+CONTIGUOUS, CHANNELS_LAST = "contiguous_format", "channels_last"  # torch memory formats, by name
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What the rest of ganpipe needs to know about an architecture, beside its networks (which are
+    ganpipe/gan/arch/<name>.py).
+
+    `memory_format`: the layout its fp32 weights and activations train in (bf16 always trains
+    channels_last). `spectral_norm_builtin`: its critic has spectral norm on every layer whatever
+    `models.<m>.spectral_norm_d` says, so weight clipping, which would constrain it twice, is refused
+    with it. `recipe`: this architecture's own optimiser settings over the model's, once a recipe is
+    given (None: the model's settings as they stand).
+    """
+
+    name: str
+    description: str
+    memory_format: str = CONTIGUOUS
+    spectral_norm_builtin: bool = False
+    recipe: dict[str, Any] | None = None
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    spec.name: spec
+    for spec in (
+        Architecture("dcgan", "the seeds' DCGAN: strided 4×4 (transposed) convolutions"),
+        Architecture(
+            "resnet",
+            "SNGAN-style residual blocks, spectral norm on every critic layer",
+            # Its fp32 step is 1.2-1.3x faster NHWC on the CPU; DCGAN's is not
+            # (benchmarks/memory_format.py).
+            memory_format=CHANNELS_LAST,
+            spectral_norm_builtin=True,
+        ),
+    )
+}
+
 
 # DiffAugment operations (train.augment), in the order they are applied.
 AUGMENT_OPS = ("color", "translation", "cutout")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from ganpipe.gan.train import TRAIN_SCRIPT, run_key
 from ganpipe.pipeline import locks
 from ganpipe.pipeline.deps import code_digest
 from ganpipe.pipeline.errors import ParamsError
-from ganpipe.pipeline.params import PARAMS_FILE, validate
+from ganpipe.pipeline.exp_show import WORKSPACE, file_data
+from ganpipe.pipeline.params import PARAMS_FILE
 
 RESUMABLE, IN_USE, STALE = "resumable", "in use", "stale"
 
@@ -46,10 +48,14 @@ class Checkpoint:
     why: str  # the setting it belongs to, who trains in it, or why it is stale
 
 
-def settings_from_exp_show(document: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """{label: params} of every row of `dvc exp show --json` whose params.yaml the current code accepts."""
-    from ganpipe.report.compare import WORKSPACE, _file_data
+def settings_from_exp_show(
+    document: list[dict[str, Any]], validate: Callable[[Any], dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """{label: params} of every row of `dvc exp show --json` whose params.yaml the current code accepts.
 
+    `validate`: the check of a whole params mapping (ganpipe.config.validate, which sits above this
+    layer).
+    """
     rows: list[tuple[str, dict[str, Any]]] = []
     for commit in document:
         rev = commit.get("rev") or ""
@@ -59,7 +65,7 @@ def settings_from_exp_show(document: list[dict[str, Any]]) -> dict[str, dict[str
                 rows.append((f"experiment {experiment.get('name') or entry.get('name') or '?'}", entry))
     settings: dict[str, dict[str, Any]] = {}
     for label, entry in rows:
-        params = _file_data((entry.get("data") or {}).get("params")).get(PARAMS_FILE)
+        params = file_data((entry.get("data") or {}).get("params")).get(PARAMS_FILE)
         try:
             settings.setdefault(label, validate(params))
         except ParamsError:  # an older schema: the current code cannot run it

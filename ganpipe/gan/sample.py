@@ -18,11 +18,11 @@ from ganpipe.data.labels import class_prior, draw_labels, label_distribution
 from ganpipe.gan.models import generator_from_checkpoint, to_uint8
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.device import resolve_device
+from ganpipe.pipeline.images import save_grid
 from ganpipe.pipeline.io import load_torch, save_npz
 from ganpipe.pipeline.processed import read_labels
 from ganpipe.pipeline.stage import progress_disabled
 from ganpipe.pipeline.streams import torch_generator
-from ganpipe.report.images import save_grid
 
 GRID_COUNT = 64
 

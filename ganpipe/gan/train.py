@@ -22,6 +22,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
@@ -35,7 +36,7 @@ from ganpipe.gan import ddp
 from ganpipe.gan.augment import DiffAugment
 from ganpipe.gan.checkpoint import claim, load_checkpoint, prepare_checkpoint_dir
 from ganpipe.gan.losses import LOSSES, auxiliary_classifier_loss, gradient_penalty
-from ganpipe.gan.models import build_models, to_uint8
+from ganpipe.gan.models import build_models, memory_format, to_uint8
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.deps import code_digest
 from ganpipe.pipeline.device import resolve_device
@@ -150,14 +151,11 @@ class Run:
         seed_globals(seed, "train.weights")  # weight init and dropout draw from the global RNGs
         generator, critic = build_models(self.cfg, params["arch"], channels, size, n_classes)
         self.generator, self.critic = generator.to(device), critic.to(device)
-        if params["train"]["precision"] == "bf16" or params["arch"]["name"] == "resnet":
-            # oneDNN's AMX/AVX512-BF16 and cuDNN's tensor-core convolutions work on NHWC: channels_last
-            # weights spare a layout reorder around every bf16 convolution. The ResNet nets' fp32 step
-            # is also 1.2-1.3x faster NHWC on the CPU, DCGAN's is not (benchmarks/memory_format.py),
-            # so fp32 DCGAN stays NCHW: other kernels would change the weights of every earlier fp32
-            # DCGAN run. Before the EMA copy, so it matches.
-            self.generator.to(memory_format=torch.channels_last)
-            self.critic.to(memory_format=torch.channels_last)
+        layout = memory_format(params["arch"], params["train"]["precision"])
+        if layout != torch.contiguous_format:  # the architecture's layout, or bf16's (models.memory_format)
+            # Before the EMA copy, so it matches.
+            self.generator.to(memory_format=layout)
+            self.critic.to(memory_format=layout)
         self.ema = copy.deepcopy(self.generator).eval() if self.cfg["ema_decay"] else None
         capturable = device.type == "cuda" and params["train"]["cuda_graphs"]
         self.opt_g = make_optimizer(self.cfg, self.generator.parameters(), self.cfg["lr_g"], capturable)
@@ -494,8 +492,17 @@ def _tensorboard_writer(params: dict[str, Any], key: str, step: int) -> Any:
     return SummaryWriter(log_dir=f"runs/{params['model']}-{key[:8]}", purge_step=step or None)
 
 
-def train(params: dict[str, Any]) -> dict[str, Any]:
-    """Train the model that params['model'] selects; write its outputs; return metrics/train.json."""
+# FID during training: (uint8 images N×C×H×W, device) -> the domain FID against train_reference.
+# The measure layer sits above this one and supplies it (ganpipe.measure.score.domain_fid, which
+# stages/train.py hands in), so the training loop imports no measuring code.
+FidFn = Callable[[np.ndarray, torch.device], float]
+
+
+def train(params: dict[str, Any], fid: FidFn | None = None) -> dict[str, Any]:
+    """Train the model that params['model'] selects; write its outputs; return metrics/train.json.
+
+    `fid` measures the generator every train.eval_every epochs; it must be given when that is set.
+    """
     wall_start = time.perf_counter()
     cfg, train_cfg = model_config(params), params["train"]
     world_size = train_cfg["world_size"]
@@ -506,6 +513,11 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
     checkpoints = prepare_checkpoint_dir(train_cfg["checkpoint_dir"])  # before loading data: fail at once
     images, labels, info = _load_training_images(device)
     _check_options(params, device, len(images))
+    if train_cfg["eval_every"] is not None and fid is None:
+        raise GanpipeError(
+            "train.eval_every is set but train() was given no FID to measure with: pass "
+            "fid=ganpipe.measure.score.domain_fid (stages/train.py does), or set train.eval_every: null"
+        )
     check_conditional_data(params, info)
 
     batch = train_cfg["batch_size"]
@@ -592,7 +604,7 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
             now = time.perf_counter()
             run.train_seconds += now - step_start
             if epoch_done and ranks.is_main:
-                _end_of_epoch(run, params, epoch + 1, writer, quiet, last=run.step == total_steps)
+                _end_of_epoch(run, params, epoch + 1, writer, quiet, last=run.step == total_steps, fid=fid)
             run.wall_seconds += time.perf_counter() - wall_start
             wall_start = time.perf_counter()
             if checkpoint_due:
@@ -614,7 +626,15 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, quiet: bool, last: bool) -> None:
+def _end_of_epoch(
+    run: Run,
+    params: dict[str, Any],
+    epoch: int,
+    writer: Any,
+    quiet: bool,
+    last: bool,
+    fid: FidFn | None = None,
+) -> None:
     # The fixed-noise grid only where it is kept or shown: past the first doublings of the stride
     # most epochs keep none, and on CUDA each grid is a device-to-host copy. It draws no random
     # numbers, so skipping it changes nothing else.
@@ -622,14 +642,12 @@ def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, qui
         samples = run.generate(run.fixed_noise, run.fixed_labels)
         run.keep_epoch_samples(epoch, samples, params["train"]["epoch_grids"], last)
         if writer is not None:
-            from ganpipe.report.images import make_grid
+            from ganpipe.pipeline.images import make_grid
 
             writer.add_image("samples", make_grid(samples.numpy(), nrow=4), epoch, dataformats="HWC")
     eval_every = params["train"]["eval_every"]
     fid_text = ""
-    if eval_every is not None and epoch % eval_every == 0:
-        from ganpipe.measure.score import domain_fid
-
+    if eval_every is not None and epoch % eval_every == 0 and fid is not None:
         # A separate noise source, so evaluating never shifts the training draws.
         noise = torch_generator(params["seed"], "train.eval_noise", epoch)
         count, nz = params["score"]["train_samples"], params["arch"]["nz"]
@@ -646,11 +664,11 @@ def _end_of_epoch(run: Run, params: dict[str, Any], epoch: int, writer: Any, qui
                 for start in range(0, count, 500)
             ]
         )
-        fid = float(domain_fid(generated.numpy(), run.device))
-        run.fid_log.append([epoch, run.step, fid])
-        fid_text = f" fid={fid:.2f}"
+        value = float(fid(generated.numpy(), run.device))
+        run.fid_log.append([epoch, run.step, value])
+        fid_text = f" fid={value:.2f}"
         if writer is not None:
-            writer.add_scalar("eval/fid", fid, run.step)
+            writer.add_scalar("eval/fid", value, run.step)
     if quiet:
         last = run.log[-1] if run.log else None
         losses = f" loss_g={last[2]:.4f} loss_d={last[3]:.4f}" if last else ""

@@ -28,11 +28,11 @@ from ganpipe.measure.score import active_extractors, load_samples
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.device import resolve_device
 from ganpipe.pipeline.errors import GanpipeError, run_first
+from ganpipe.pipeline.images import make_grid
 from ganpipe.pipeline.io import load_torch, save_figure, write_json, write_text
 from ganpipe.pipeline.processed import DATASET_SEED, read_info, read_split, stratified_subset
 from ganpipe.pipeline.stage import progress_disabled
 from ganpipe.pipeline.streams import numpy_rng
-from ganpipe.report.images import make_grid
 
 CRITIC_BATCH_SIZE = 500
 HISTOGRAM_BINS = 40

@@ -34,6 +34,7 @@ from ganpipe.measure.features import (
     extract_features,
     resolved_weights,
 )
+from ganpipe.measure.metrics import DomainSamples, scored_metrics
 from ganpipe.measure.protocol import HELDOUT_SPLIT, protocol_record
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.device import resolve_device
@@ -467,12 +468,17 @@ def score_samples(params: dict[str, Any]) -> dict[str, Any]:
         if extractor.key == "domain":
             predicted = generated[extractor.logits_layer].argmax(dim=1).numpy()
             features = generated[extractor.feature_layer].numpy()
+            conditioning = load_sample_labels(len(images))
             per_class, real_hist, gen_hist = class_metrics(
-                features, predicted, reference, info["n_classes"], load_sample_labels(len(images))
+                features, predicted, reference, info["n_classes"], conditioning
             )
             scores.update(per_class)
             scores.update(heldout_metrics(generated[extractor.feature_layer], meta))
             write_text(paths.CLASS_HISTOGRAM_TSV, _histogram_tsv(real_hist, gen_hist))
+            # The registry's own metrics (ganpipe.measure.metrics), after the built-in keys.
+            real, real_labels = reference["features"], reference["labels"]
+            samples = DomainSamples(features, real, real_labels, predicted, conditioning, info["n_classes"])
+            scores.update({metric.key: metric.score(samples) for metric in scored_metrics()})
     scores = {key: _finite_or_none(value) for key, value in scores.items()}
     write_json(paths.SCORES, scores)
     return scores

@@ -4,7 +4,9 @@ One source for two lists that must never go stale: the `deps` of every stage in 
 `python -m ganpipe.pipeline.deps` and by the test suite) and the code part of the train
 stage's checkpoint key.
 The closure follows every `import` statement, those inside functions included, because a lazy import
-(FID during training imports the scoring code) is still code the stage can run. Depending on exactly
+is still code the stage can run; a module that imports its package's modules by name
+(`importlib.import_module`: ganpipe.gan.arch loads an architecture's file from arch.name) brings every
+module of its package. Depending on exactly
 the closure, rather than on the whole package, keeps a change to the plots from retraining a GAN.
 """
 
@@ -31,7 +33,7 @@ def _module_file(module: str, root: Path) -> Path | None:
     return None
 
 
-def _imported_modules(path: Path) -> set[str]:
+def imported_modules(path: Path) -> set[str]:
     """Every module named by an import statement in `path`, relative imports resolved."""
     tree = ast.parse(path.read_text(), filename=str(path))
     package_parts = list(path.parent.parts)
@@ -49,7 +51,19 @@ def _imported_modules(path: Path) -> set[str]:
             found.add(module)
             # `from ganpipe import paths` imports the submodule ganpipe.pipeline.paths.
             found.update(f"{module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Call) and _is_import_module(node.func):
+            # By name: any module of this package may be the one loaded.
+            package = (
+                ".".join(package_parts[package_parts.index(PACKAGE) :]) if PACKAGE in package_parts else ""
+            )
+            found.update(f"{package}.{sibling.stem}" for sibling in path.parent.glob("*.py") if package)
     return found
+
+
+def _is_import_module(func: ast.expr) -> bool:
+    """`import_module(...)` or `importlib.import_module(...)`."""
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    return name == "import_module"
 
 
 def import_closure(script: str | Path, root: Path = REPO_ROOT) -> list[str]:
@@ -63,7 +77,7 @@ def import_closure(script: str | Path, root: Path = REPO_ROOT) -> list[str]:
     todo = [start]
     while todo:
         path = todo.pop()
-        for module in _imported_modules(path):
+        for module in imported_modules(path):
             parts = module.split(".")
             for depth in range(1, len(parts) + 1):  # parent packages run their __init__ first
                 found = _module_file(".".join(parts[:depth]), root)

@@ -28,12 +28,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ganpipe.measure.metrics import METRICS
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.errors import GanpipeError
+from ganpipe.pipeline.exp_show import WORKSPACE, file_data
 from ganpipe.pipeline.io import atomic_open, save_figure, write_text
 from ganpipe.pipeline.params import PARAMS_FILE
 from ganpipe.report.settings import (
-    METRICS,
     Setting,
     cell,
     group_settings,
@@ -43,35 +44,14 @@ from ganpipe.report.settings import (
     setting_labels,
 )
 
-WORKSPACE = "workspace"
 UNFINISHED_STATES = {"queued": "queued, not run yet", "running": "still running"}
 COMMIT = "commit"  # the state _experiment gets for a commit's (or the workspace's) own entry
 
-# The per-run table's metric columns (ganpipe.report.settings holds every metric column).
-METRIC_COLUMNS = tuple(
-    METRICS[column]
-    for column in (
-        "fid",
-        "is_mean",
-        "kid_mean",
-        "precision",
-        "recall",
-        "coverage_classes",
-        "label_accuracy",  # conditional models only (else –)
-        "num_generated",
-        "wall_time_s",
-        # The privacy audit (domain features; each against its null in metrics/privacy.json).
-        "dcr_share",
-        "ct",
-        "authenticity",
-        "blackbox_auc",
-        "logan_auc",
-    )
-)
+# The per-run table's metric columns: the registry's entries marked `compare`, in its order.
+METRIC_COLUMNS = tuple(metric for metric in METRICS.values() if metric.compare)
 # The privacy stage's figures of the workspace's run (`dvc exp show` carries no images; `dvc plots
 # diff <exp>` shows any experiment's).
 PRIVACY_FIGURES = (paths.COPY_GALLERY, paths.DCR_HISTOGRAM_PNG)
-PARAM_COLUMNS = ("model", "arch", "loss", "conditional", "lr_g", "lr_d", "n_critic", "epochs", "data", "seed")
 
 
 @dataclass(frozen=True)
@@ -106,7 +86,7 @@ class Experiment:
             "seed": self.params.get("seed"),
         }
         for metric in METRIC_COLUMNS:
-            row[metric.column] = metric.value(self)
+            row[metric.column] = metric.value(self.metrics)
         return row
 
 
@@ -134,15 +114,6 @@ def run_exp_show(all_commits: bool = False, repo: Path = Path(".")) -> list[dict
     return document
 
 
-def _file_data(files: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """{path: contents} for the files DVC could read; unreadable ones ({"error": ...}) are left out."""
-    return {
-        path: entry["data"]
-        for path, entry in (files or {}).items()
-        if isinstance(entry, dict) and entry.get("data")
-    }
-
-
 def _experiment(
     name: str, entry: dict[str, Any], state: str | None, skipped: list[str], baseline: str
 ) -> Experiment | None:
@@ -158,7 +129,7 @@ def _experiment(
         skipped.append(f"{name}: could not be read ({message})")
         return None
     data = entry.get("data") or {}
-    metrics = _file_data(data.get("metrics"))
+    metrics = file_data(data.get("metrics"))
     if paths.SCORES.as_posix() not in metrics:
         # A commit (or the workspace) that never ran the pipeline is not a failed run: with
         # --all-commits most commits are such, and a note for each would bury the real ones.
@@ -166,7 +137,7 @@ def _experiment(
             scores = paths.SCORES.as_posix()
             skipped.append(f"{name}: no {scores} (the pipeline did not reach the score stage)")
         return None
-    params = _file_data(data.get("params")).get(PARAMS_FILE, {})
+    params = file_data(data.get("params")).get(PARAMS_FILE, {})
     rev = entry.get("rev") or name
     return Experiment(name=name, rev=rev, params=params, metrics=metrics, baseline=baseline)
 

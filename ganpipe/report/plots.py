@@ -21,11 +21,11 @@ from numpy.lib import format as npy_format
 
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.errors import GanpipeError, run_first
+from ganpipe.pipeline.images import make_grid
 from ganpipe.pipeline.io import save_figure
 from ganpipe.pipeline.params import model_config
 from ganpipe.pipeline.processed import DATASET_SEED
 from ganpipe.pipeline.streams import numpy_rng
-from ganpipe.report.images import make_grid
 
 LOSSES_PNG = "losses.png"
 WASSERSTEIN_PNG = "wasserstein.png"

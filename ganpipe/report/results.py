@@ -18,13 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ganpipe.measure.metrics import METRICS
 from ganpipe.measure.protocol import protocol_lines
 from ganpipe.pipeline.errors import GanpipeError
 from ganpipe.pipeline.io import write_text
 from ganpipe.report.compare import Experiment, finished_experiments
 from ganpipe.report.settings import (
     LATER_COLUMNS,
-    METRICS,
     MISSING,
     SETTING_COLUMNS,
     cell,
@@ -35,18 +35,9 @@ from ganpipe.report.settings import (
 from ganpipe.report.which_gan import section
 
 RESULTS = Path("docs") / "results.md"
-# The measured columns, each averaged over the seeds of a setting (ganpipe.report.settings.METRICS).
-MEASURED = (
-    "fid",
-    "fid_noise_floor",
-    "heldout_fid",
-    "heldout_fid_noise_floor",
-    "label_accuracy",
-    "tstr_ratio",
-    "low_accuracy",
-    "low_mixed_accuracy",
-    "train_time_s",
-)
+# The measured columns, each averaged over the seeds of a setting: the registry's entries marked
+# `results` (ganpipe.measure.metrics), in its order.
+MEASURED = tuple(column for column, metric in METRICS.items() if metric.results)
 COLUMNS = (*SETTING_COLUMNS, "seeds", *MEASURED)
 HEADER = "| " + " | ".join(COLUMNS) + " |"
 ENVIRONMENTS_HEADING = "## Environments"
@@ -107,6 +98,7 @@ def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
         "a value (rows made before it existed, or unconditional models' label accuracy).",
         "",
         *COLUMN_NOTES,
+        *(f"- `{column}`: {METRICS[column].note}" for column in MEASURED if METRICS[column].note),
         "",
         *section(rows),
     ]

@@ -1,4 +1,4 @@
-"""What a setting is, and the metric columns and cells that `ganpipe compare` and `ganpipe results` share.
+"""What a setting is, and the cells that `ganpipe compare` and `ganpipe results` share.
 
 A setting is everything but the seed that shapes a run's numbers: the model with its loss and
 conditioning, the networks' width (arch.ngf / arch.ndf), DiffAugment, the dataset, `data.limit`, the
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ganpipe.measure.metrics import Metric
 from ganpipe.pipeline import paths
 
 if TYPE_CHECKING:  # compare imports this module; the type alone is needed here
@@ -120,51 +121,6 @@ def setting_labels(settings: list[Setting]) -> list[str]:
     return [" · ".join(prefixes[c] + cell(s.values[c]) for c in columns) for s in settings]
 
 
-@dataclass(frozen=True)
-class Metric:
-    """A metric column: the key of one metrics file."""
-
-    column: str
-    source: Path
-    key: str
-
-    def value(self, experiment: Experiment) -> float | None:
-        """The run's finite number, else None (missing, null, NaN, a string)."""
-        value = experiment.metrics.get(self.source.as_posix(), {}).get(self.key)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return float(value) if ok else None
-
-
-METRICS = {
-    metric.column: metric
-    for metric in (
-        Metric("fid", paths.SCORES, "fid"),
-        Metric("fid_noise_floor", paths.SCORES, "fid_noise_floor"),
-        Metric("heldout_fid", paths.SCORES, "heldout_fid"),
-        Metric("heldout_fid_noise_floor", paths.SCORES, "heldout_fid_noise_floor"),
-        Metric("is_mean", paths.SCORES, "is_mean"),
-        Metric("kid_mean", paths.SCORES, "kid_mean"),
-        Metric("precision", paths.SCORES, "precision"),
-        Metric("recall", paths.SCORES, "recall"),
-        Metric("coverage_classes", paths.SCORES, "coverage_classes"),
-        Metric("label_accuracy", paths.SCORES, "label_accuracy"),  # conditional models only (else –)
-        Metric("num_generated", paths.SCORES, "num_generated"),
-        Metric("tstr_ratio", paths.UTILITY_METRICS, "tstr_ratio"),
-        # The utility stage's low-data arms: a fraction of the real training split alone, and with synthetic.
-        Metric("low_accuracy", paths.UTILITY_METRICS, "low_accuracy_mean"),
-        Metric("low_mixed_accuracy", paths.UTILITY_METRICS, "low_mixed_accuracy_mean"),
-        Metric("wall_time_s", paths.TRAIN_METRICS, "wall_time_s"),
-        Metric("train_time_s", paths.TRAIN_METRICS, "train_time_s"),
-        # The privacy audit on the domain features (docs/privacy.md).
-        Metric("dcr_share", paths.PRIVACY_METRICS, "dcr_share"),
-        Metric("ct", paths.PRIVACY_METRICS, "ct"),
-        Metric("authenticity", paths.PRIVACY_METRICS, "authenticity"),
-        Metric("blackbox_auc", paths.PRIVACY_METRICS, "blackbox_auc"),
-        Metric("logan_auc", paths.PRIVACY_METRICS, "logan_auc"),
-    )
-}
-
-
 def cell(value: Any) -> str:
     """A table cell: "–" for no value (None, NaN), 4 significant digits for a float, else str."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -185,7 +141,7 @@ def mean_std(values: list[float]) -> str:
 
 def pooled(group: Setting, metric: Metric) -> list[float]:
     """The metric's values over the setting's runs that have it."""
-    return [value for run in group.runs if (value := metric.value(run)) is not None]
+    return [value for run in group.runs if (value := metric.value(run.metrics)) is not None]
 
 
 def seeds_label(count: int) -> str:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ganpipe.gan.catalog import ARCHITECTURES as REGISTRY
 from ganpipe.report.settings import MISSING
 
 HEADING = "## Which GAN for my small medical set"
 # A claim that one setting beats another rests on at least this many seeds.
 MIN_SEEDS = 3
-ARCHITECTURES = ("dcgan", "resnet")
+ARCHITECTURES = tuple(REGISTRY)  # ganpipe.gan.arch, in its order
 
 
 def mean_and_std(value: Any) -> tuple[float, float] | None:

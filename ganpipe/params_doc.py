@@ -1,9 +1,11 @@
-"""Generate docs/params.md, the params reference, from SCHEMA and the comments in params.yaml.
+"""Generate docs/params.md, the params reference, from every layer's schema and the comments in
+params.yaml.
 
-`python -m ganpipe.pipeline.params_doc --write` rewrites the page; a test fails when the committed
+`python -m ganpipe.params_doc --write` rewrites the page; a test fails when the committed
 page differs from what this module renders now, so the reference cannot go stale. Each key's
 "allowed" column is the text its check puts in its error message (the `allowed` attribute that
-ganpipe.pipeline.params attaches), its description is the comment above it in params.yaml, and its
+ganpipe.pipeline.params attaches, or the text its layer's Schema.allowed gives for a key checked
+against a registry), its description is the comment above it in params.yaml, and its
 default is its value there. Like params validation, this imports no torch.
 """
 
@@ -17,29 +19,24 @@ from typing import Any
 
 import yaml
 
-from ganpipe.gan.catalog import LOSS_OPTIONS
+from ganpipe.config import SCHEMAS
 from ganpipe.pipeline.deps import REPO_ROOT
 from ganpipe.pipeline.errors import GanpipeError
-from ganpipe.pipeline.params import MODEL_SCHEMA, PARAMS_FILE, SCHEMA
+from ganpipe.pipeline.params import PARAMS_FILE, Schema
 
 PAGE = REPO_ROOT / "docs" / "params.md"
-MODELS = "models"
 _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_.-]+):")
+# Entries of a mapping of named settings (`models.wgan.lr_g`) are documented once, as `models.<name>.lr_g`.
+ENTRY = "<name>"
 
 
-def _registry_allowed() -> dict[str, str]:
+def _entries(schemas: tuple[Schema, ...] = SCHEMAS) -> dict[str, dict[str, Any]]:
+    return {key: entry for schema in schemas for key, entry in schema.entries.items()}
+
+
+def _registry_allowed(schemas: tuple[Schema, ...] = SCHEMAS) -> dict[str, str]:
     """Keys whose check is a plain `string` (or none) because they are checked against a registry."""
-    from ganpipe.data import DATASETS
-    from ganpipe.measure.extractors import DOMAIN, EXTRACTORS
-
-    downloadable = [key for key, extractor in EXTRACTORS.items() if extractor.weights_url]
-    return {
-        "model": "a key of `models`",
-        "data.name": "one of " + ", ".join(sorted(DATASETS)),
-        f"{MODELS}.<name>.loss": "one of " + ", ".join(sorted(LOSS_OPTIONS)),
-        "score.extractors": f"a list of distinct names among {', '.join(EXTRACTORS)}; must hold {DOMAIN}",
-        "score.weights": "a mapping of " + ", ".join(downloadable) + " to a local weights file or null",
-    }
+    return {key: text for schema in schemas for key, text in schema.allowed.items()}
 
 
 def comments_by_key(text: str) -> dict[str, str]:
@@ -64,8 +61,8 @@ def comments_by_key(text: str) -> dict[str, str]:
         while stack and stack[-1][0] >= indent:
             stack.pop()
         path = [key for _, key in stack] + [match["key"]]
-        if len(path) == 3 and path[0] == MODELS:
-            path[1] = "<name>"
+        if len(path) == 3 and path[0] in _entries():
+            path[1] = ENTRY
         dotted = ".".join(path)
         if pending and dotted not in comments:
             comments[dotted] = " ".join(pending)
@@ -89,8 +86,8 @@ def _inline(value: Any) -> str:
 
 def _default(key: str, params: dict[str, Any]) -> str:
     parts = key.split(".")
-    if parts[0] == MODELS and len(parts) == 3:
-        per_model = {name: cfg[parts[2]] for name, cfg in params[MODELS].items()}
+    if parts[0] in _entries() and len(parts) == 3:
+        per_model = {name: cfg[parts[2]] for name, cfg in params[parts[0]].items()}
         if len({repr(value) for value in per_model.values()}) == 1:
             return _inline(next(iter(per_model.values())))
         return "; ".join(f"{name}: {_inline(value)}" for name, value in per_model.items())
@@ -102,13 +99,23 @@ def _default(key: str, params: dict[str, Any]) -> str:
     return _inline(value)
 
 
+def sections(params_text: str, schemas: tuple[Schema, ...] = SCHEMAS) -> dict[str, Any]:
+    """Every layer's sections in one mapping, in the order of params.yaml's top-level keys."""
+    merged = {key: check for schema in schemas for key, check in schema.sections.items()}
+    order = list(yaml.safe_load(params_text) or {})
+    return dict(
+        sorted(merged.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+    )
+
+
 def leaf_keys(schema: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     """(dotted key, check) for every key of a schema, model options as `models.<name>.<option>`."""
     keys: list[tuple[str, Any]] = []
+    entries = _entries()
     for key, check in schema.items():
         name = f"{prefix}{key}"
-        if key == MODELS and not prefix:
-            keys += [(f"{MODELS}.<name>.{option}", c) for option, c in MODEL_SCHEMA.items()]
+        if key in entries and not prefix:
+            keys += [(f"{key}.{ENTRY}.{option}", c) for option, c in entries[key].items()]
         elif isinstance(check, dict):
             keys += leaf_keys(check, f"{name}.")
         else:
@@ -117,12 +124,12 @@ def leaf_keys(schema: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]
 
 
 def rows(params_text: str) -> list[Row]:
-    """One row per SCHEMA key; refuses a key whose comment is missing from params.yaml."""
+    """One row per schema key; refuses a key whose comment is missing from params.yaml."""
     params = yaml.safe_load(params_text)
     comments = comments_by_key(params_text)
     registry = _registry_allowed()
     table, undocumented = [], []
-    for key, check in leaf_keys(SCHEMA):
+    for key, check in leaf_keys(sections(params_text)):
         if key not in comments:
             undocumented.append(key)
             continue
@@ -131,7 +138,7 @@ def rows(params_text: str) -> list[Row]:
     if undocumented:
         raise GanpipeError(
             f"{PARAMS_FILE}: no comment above {', '.join(undocumented)}; add one saying what the key does, "
-            "then rerun python -m ganpipe.pipeline.params_doc --write"
+            "then rerun python -m ganpipe.params_doc --write"
         )
     return table
 
@@ -147,12 +154,15 @@ def render(params_text: str) -> str:
     lines = [
         "# Params reference",
         "",
-        "<!-- Generated by `python -m ganpipe.pipeline.params_doc --write` from SCHEMA in",
-        "ganpipe/pipeline/params.py and the comments in params.yaml; edit those, not this page. -->",
+        "<!-- Generated by `python -m ganpipe.params_doc --write` from the schemas of",
+        "ganpipe/pipeline/params.py, ganpipe/data/schema.py, ganpipe/gan/schema.py and",
+        "ganpipe/measure/schema.py and the comments in params.yaml; edit those, not this page. -->",
         "",
         "Every key is required, and `dvc exp run -S key=value` overrides any of them. Each stage checks",
-        "the whole file before it touches an output: a bad value stops it with one line naming the key,",
-        "the value and what is allowed (the *allowed* column), with exit status 2.",
+        "the file before it touches an output: a bad value stops it with one line naming the key,",
+        "the value and what is allowed (the *allowed* column), with exit status 2. From the classifier",
+        "stage on, every stage checks the whole file; download, preprocess and plots check the",
+        "sections of the layers they run (`seed`, `data`, and for download the measuring sections).",
         "`models.<name>` stands for every entry under `models:`; `model` picks the one to train.",
     ]
     section = None
