@@ -15,24 +15,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ganpipe.pipeline import paths
 
-
-@dataclass(frozen=True)
-class DomainSamples:
-    """What a score function gets: the generated images and the real reference on the domain
-    classifier's features (ganpipe.measure.score)."""
-
-    generated: np.ndarray  # (N, F) features of the generated images
-    real: np.ndarray  # (M, F) features of the real reference images (score.num_real of the train split)
-    real_labels: np.ndarray  # (M,) their labels
-    predicted: np.ndarray  # (N,) the classifier's class for each generated image
-    conditioning: np.ndarray | None  # (N,) a conditional model's labels for them, else None
-    n_classes: int
+if TYPE_CHECKING:  # the score stage's type; importing it here would bring torch to the report
+    from ganpipe.measure.score import DomainSamples
 
 
 @dataclass(frozen=True)
@@ -89,5 +77,6 @@ METRICS = {
 
 
 def scored_metrics() -> list[Metric]:
-    """The entries the score stage computes, in registry order (read at each call)."""
+    """The entries the score stage computes, in registry order (stages/score.py hands them to
+    ganpipe.measure.score.score_samples, so that only the score stage depends on this registry)."""
     return [metric for metric in METRICS.values() if metric.score is not None]

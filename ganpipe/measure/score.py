@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -34,7 +36,6 @@ from ganpipe.measure.features import (
     extract_features,
     resolved_weights,
 )
-from ganpipe.measure.metrics import DomainSamples, scored_metrics
 from ganpipe.measure.protocol import HELDOUT_SPLIT, protocol_record
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.device import resolve_device
@@ -410,8 +411,33 @@ def _histogram_tsv(real_hist: np.ndarray, gen_hist: np.ndarray) -> str:
     return "\n".join(rows) + "\n"
 
 
-def score_samples(params: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DomainSamples:
+    """What a score function gets: the generated images and the real reference on the domain
+    classifier's features (the entries of ganpipe.measure.metrics with a `score`)."""
+
+    generated: np.ndarray  # (N, F) features of the generated images
+    real: np.ndarray  # (M, F) features of the real reference images (score.num_real of the train split)
+    real_labels: np.ndarray  # (M,) their labels
+    predicted: np.ndarray  # (N,) the classifier's class for each generated image
+    conditioning: np.ndarray | None  # (N,) a conditional model's labels for them, else None
+    n_classes: int
+
+
+class ScoredMetric(Protocol):
+    """What score_samples reads of a registry entry (ganpipe.measure.metrics.Metric): its key in
+    scores.json and its function. The registry is not imported here: only the score stage, which
+    hands it in, depends on it, not every stage that reads the reference."""
+
+    key: str
+    score: Callable[[DomainSamples], float | None] | None
+
+
+def score_samples(params: dict[str, Any], extra: Sequence[ScoredMetric] = ()) -> dict[str, Any]:
     """The score stage: every metric of data/samples/samples.npz, written to metrics/scores.json.
+
+    `extra`: the registry's metrics with a score function (ganpipe.measure.metrics.scored_metrics(),
+    which stages/score.py passes), computed on the domain features after the built-in keys.
 
     The keys depend only on the settings (score.extractors and the number of classes), never on
     the results, so that `dvc metrics diff` always compares the same columns.
@@ -478,7 +504,7 @@ def score_samples(params: dict[str, Any]) -> dict[str, Any]:
             # The registry's own metrics (ganpipe.measure.metrics), after the built-in keys.
             real, real_labels = reference["features"], reference["labels"]
             samples = DomainSamples(features, real, real_labels, predicted, conditioning, info["n_classes"])
-            scores.update({metric.key: metric.score(samples) for metric in scored_metrics()})
+            scores.update({metric.key: metric.score(samples) for metric in extra if metric.score})
     scores = {key: _finite_or_none(value) for key, value in scores.items()}
     write_json(paths.SCORES, scores)
     return scores
