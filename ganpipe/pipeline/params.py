@@ -99,6 +99,17 @@ def _string(key: str, value: Any) -> None:
 string = _allowing("a non-empty string", _string)
 
 
+def subset(*options: str) -> Check:
+    """A list of distinct `options` (empty allowed)."""
+    allowed = f"a list of distinct values from {list(options)}"
+
+    def check(key: str, value: Any) -> None:
+        if not (isinstance(value, list) and len(set(value)) == len(value) and set(value) <= set(options)):
+            _fail(key, value, allowed)
+
+    return _allowing(allowed, check)
+
+
 def optional(check: Check) -> Check:
     def wrapped(key: str, value: Any) -> None:
         if value is not None:
@@ -248,16 +259,24 @@ SCHEMA: dict[str, Any] = {
         "pca_dims": integer(1, 4096),  # C_T's PCA dimensions
         "ct_cells": integer(1, 1000),  # C_T's k-means cells
         "ct_min_cell": integer(2),  # fewest samples and held-out images per C_T cell
-        "max_dcr_share": number(0, 1),
-        "min_ct": number(-1000, 0),
-        "max_authenticity_drop": number(0, 1),
-        "max_blackbox_auc": number(0.5, 1),
+        "copy_shift": integer(0, 8),  # the copy search's largest shift, in working pixels
+        "copy_flips": subset("horizontal", "vertical"),  # the flips the copy search undoes
+        "flag_z": number(0, None, low_open=True),  # standard errors beyond the null that flag
+        "min_share_margin": number(0, 1),  # the smallest margin of a share (dcr_share, copy_share, ...)
+        "min_auc_margin": number(0, 0.5),  # the smallest margin of a membership AUC
+        "min_ct_margin": number(0),  # the smallest margin of C_T
         "gallery": integer(1, 256),  # pairs in the copy gallery
     },
 }
 
 # Keys that were replaced, with what replaces them: an old params.yaml gets told the new spelling.
-RENAMED = {"train.bf16": "train.precision: bf16 (or fp32, the default)"}
+RENAMED = {
+    "train.bf16": "train.precision: bf16 (or fp32, the default)",
+    **{
+        f"privacy.{key}": "privacy.flag_z and the privacy.min_*_margin floors (docs/privacy.md)"
+        for key in ("max_dcr_share", "min_ct", "max_authenticity_drop", "max_blackbox_auc")
+    },
+}
 
 
 def _check_section(schema: dict[str, Any], prefix: str, params: Any) -> None:

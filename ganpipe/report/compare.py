@@ -60,7 +60,8 @@ METRIC_COLUMNS = tuple(
         "label_accuracy",  # conditional models only (else –)
         "num_generated",
         "wall_time_s",
-        # The privacy audit (domain features; each against its null in metrics/privacy.json).
+        # The privacy audit (pixel copies, domain features; each against its null in metrics/privacy.json).
+        "copy_share",
         "dcr_share",
         "ct",
         "authenticity",

@@ -156,6 +156,7 @@ METRICS = {
         Metric("wall_time_s", paths.TRAIN_METRICS, "wall_time_s"),
         Metric("train_time_s", paths.TRAIN_METRICS, "train_time_s"),
         # The privacy audit on the domain features (docs/privacy.md).
+        Metric("copy_share", paths.PRIVACY_METRICS, "copy_share"),  # the pixel copy search
         Metric("dcr_share", paths.PRIVACY_METRICS, "dcr_share"),
         Metric("ct", paths.PRIVACY_METRICS, "ct"),
         Metric("authenticity", paths.PRIVACY_METRICS, "authenticity"),
