@@ -13,7 +13,8 @@ def main() -> None:
     verdict = result["verdict"]
     ct = "none (every cell dropped)" if result["ct"] is None else f"{result['ct']:.2f}"
     print(
-        f"privacy: dcr_share {result['dcr_share']:.3f} (null {result['null_dcr_share']:.3f}), "
+        f"privacy: copy_share {result['copy_share']:.3f} (null {result['null_copy_share']:.3f}), "
+        f"dcr_share {result['dcr_share']:.3f} (null {result['null_dcr_share']:.3f}), "
         f"ct {ct}, authenticity {result['authenticity']:.3f} "
         f"(null {result['null_authenticity']:.3f}), logan_auc {result['logan_auc']:.3f}; "
         + ("flagged: " + "; ".join(verdict["reasons"]) if verdict["flagged"] else "not flagged")

@@ -152,6 +152,7 @@ LONGEST_FIRST = (
     "test_pipeline.py",
     "test_scale_out.py",
     "test_queue_resume.py",
+    "test_planted_copies.py",
     "test_ddp.py",
     "test_train.py",
     "test_precision.py",

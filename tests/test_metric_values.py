@@ -12,6 +12,7 @@ permutation of all the samples, and MMD does not depend on the order.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,17 +23,22 @@ from sklearn.datasets import load_digits
 from ganpipe.measure.extractors import EXTRACTORS
 from ganpipe.measure.score import (
     COVERAGE_SHARE,
+    HELDOUT_REFERENCE,
     ISC_SPLITS,
     KL_EPSILON,
     MIN_INTRA_SAMPLES,
     PRC_NEIGHBORHOOD,
     RNG_SEED,
+    TRAIN_REFERENCE,
     _floor_metrics,
     class_metrics,
     fid_between,
     fidelity_metrics,
+    heldout_metrics,
+    reference_path,
     reference_subsets,
 )
+from ganpipe.pipeline.io import save_npz
 
 DOMAIN = EXTRACTORS["domain"]
 N, DIM, CLASSES = 64, 8, 5
@@ -318,3 +324,21 @@ def test_noise_floor_sets_are_disjoint_and_score_above_zero_on_real_digits(
     # Equal N on both sides: KID's subsets are everything, so the value is exact.
     expected_kid = unbiased_mmd2(pixels[floor_other], pixels[floor_real])
     assert floor["kid_noise_floor"] == pytest.approx(expected_kid, rel=RELATIVE)
+
+
+def test_heldout_fid_reads_the_heldout_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three references on disk, each from other features: only the held-out one gives scipy's FID of
+    # the generated features against the held-out features.
+    monkeypatch.chdir(tmp_path)
+    generated, heldout = _features(1, scale=1.3, shift=0.4), _features(2)
+    save_npz(HELDOUT_REFERENCE, **_reference(heldout))
+    save_npz(reference_path(DOMAIN), **_reference(_features(3, shift=2.0)))
+    save_npz(TRAIN_REFERENCE, **_reference(_features(4, scale=0.5)))
+    meta = {"heldout": {"split": "val", "num_real": N, "fid_noise_floor": 1.5}}
+    result = heldout_metrics(torch.from_numpy(generated), meta)
+    assert result["heldout_fid"] == pytest.approx(scipy_fid(generated, heldout), rel=RELATIVE)
+    assert (result["heldout_split"], result["heldout_num_real"], result["heldout_fid_noise_floor"]) == (
+        "val",
+        N,
+        1.5,
+    )

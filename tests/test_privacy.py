@@ -20,15 +20,18 @@ from ganpipe.measure import privacy
 from ganpipe.measure.audit import audit, audit_subsets
 from ganpipe.measure.classifier import train_and_evaluate
 from ganpipe.measure.privacy import (
+    FlagRule,
     PrivacyReference,
-    Thresholds,
     alpha_precision_beta_recall,
+    auc_check,
     authenticity,
     blackbox_auc,
     critic_auc,
-    flags,
+    ct_check,
     mann_whitney_z,
     nearest_neighbours,
+    nearest_other,
+    share_check,
 )
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.errors import GanpipeError, ParamsError
@@ -68,9 +71,24 @@ def test_authenticity_compares_with_the_nearest_real_images_own_neighbour() -> N
     assert reference_code_authenticity(real, samples) == pytest.approx(2 / 3)
 
 
+def test_a_sample_as_far_as_the_real_images_own_neighbour_is_not_authentic() -> None:
+    # Real 0 and 2: each one's nearest other real image is 2 away. Sample 4 lies exactly 2 from 2: a tie,
+    # which Alaa et al.'s strict rule calls not authentic; sample 4.5 (2.5 away) is authentic.
+    real = column(0, 2)
+    real_to_real = nearest_neighbours(real, real, exclude_self=True).distances[:, 0]
+    share, authentic = authenticity(nearest_neighbours(column(4, 4.5), real), real_to_real)
+    assert authentic.tolist() == [False, True] and share == 0.5
+
+
+def test_nearest_other_skips_the_row_itself_but_not_its_duplicates() -> None:
+    reference = column(0, 0, 5, 7)
+    np.testing.assert_allclose(nearest_other(reference, np.array([0, 1, 2, 3])), [0, 0, 2, 2])
+    np.testing.assert_allclose(nearest_other(reference, np.array([3])), [2])
+
+
 def test_dcr_share_and_nndr_by_hand() -> None:
     # Train 0 and 10. Held-out DCRs 1, 4, 4, 0.5: their 5th percentile is 0.5 + 0.15 * 0.5 = 0.575.
-    reference = PrivacyReference(column(0, 10), column(1, 4, 6, 9.5), 64, 10, 2, 0)
+    reference = PrivacyReference(column(0, 10), column(1, 4, 6, 9.5), np.arange(2), 64, 10, 2, 0)
     assert reference.dcr_threshold == pytest.approx(0.575)
     measured, to_train = reference.measure(column(0, 0.5, 5))
     np.testing.assert_allclose(to_train.distances[:, 0], [0, 0.5, 5])
@@ -89,10 +107,17 @@ def test_ct_is_the_heldout_weighted_mean_of_the_cells_z() -> None:
     # Cell B: samples 4, 4 vs held-out 3, 5, 3: U = 4, Z = (4 - 3) / sqrt(3). Held-out weights 2/5, 3/5.
     train = column(0, 10, 20, 1000, 1010, 1020)
     heldout = column(4, 16, 1003, 1005, 1017)
-    reference = PrivacyReference(train, heldout, 64, 2, 2, 0)
+    reference = PrivacyReference(train, heldout, np.arange(6), 64, 2, 2, 0)
     result = reference.data_copying(column(1, 11, 1004, 1014))
     expected = 0.4 * (-2 / np.sqrt(20 / 12)) + 0.6 * (1 / np.sqrt(3))
-    assert result == {"ct": pytest.approx(expected), "ct_cells": 2, "ct_cells_dropped": 0}
+    # Under the null each cell's Z is N(0, 1): the weighted mean's sd is sqrt(0.4^2 + 0.6^2) / 1.
+    se = np.sqrt(0.4**2 + 0.6**2)
+    assert result == {
+        "ct": pytest.approx(expected),
+        "ct_se": pytest.approx(se),
+        "ct_cells": 2,
+        "ct_cells_dropped": 0,
+    }
     # A cell with a single sample is dropped (min_cell 2): C_T is then cell B's Z alone.
     assert reference.data_copying(column(1, 1004, 1014))["ct"] == pytest.approx(1 / np.sqrt(3))
 
@@ -120,17 +145,43 @@ def test_membership_aucs_by_hand() -> None:
     assert critic_auc(np.array([3.0, 1.0]), np.array([2.0, 0.0])) == 0.75
 
 
-def test_flags_name_each_number_and_threshold() -> None:
-    limits = Thresholds(max_dcr_share=0.1, min_ct=-3.0, max_authenticity_drop=0.1, max_blackbox_auc=0.6)
-    null = {"dcr_share": 0.05, "ct": 0.1, "authenticity": 0.9, "blackbox_auc": 0.5}
-    assert flags("domain", null, null, limits) == []
-    copied = {"dcr_share": 0.3, "ct": -5.0, "authenticity": 0.5, "blackbox_auc": 0.7}
-    assert flags("domain", copied, null, limits) == [
-        "domain dcr_share 0.300 > 0.1",
-        "domain ct -5.00 < -3.0",
-        "domain authenticity 0.500 is 0.400 below the null's 0.900 (> 0.1)",
-        "domain blackbox_auc 0.700 > 0.6",
-    ]
+def test_distances_go_to_every_training_row_and_set_statistics_to_the_members() -> None:
+    # Train 0, 10, 20; members: 0 and 10 only. A sample at 20 is a copy of a non-member: DCR 0, not
+    # authentic; the black-box AUC sees only members (0 and 10, 10 and 0 from the sample) vs held-out.
+    reference = PrivacyReference(column(0, 10, 20), column(4, 15), np.array([0, 1]), 64, 1, 1, 0)
+    measured, to_train = reference.measure(column(20))
+    assert to_train.indices[0, 0] == 2 and measured["dcr_share"] == 1.0 and measured["authenticity"] == 0.0
+    # Members 20 and 10 from the sample, held-out 16 and 5: members are farther, AUC 1/4.
+    assert measured["blackbox_auc"] == 0.25
+
+
+RULE = FlagRule(flag_z=3.0, min_share_margin=0.01, min_auc_margin=0.02, min_ct_margin=1.0)
+
+
+def test_a_share_flags_beyond_its_null_by_the_binomial_margin() -> None:
+    # Pooled share (0.1 * 1000 + 0.05 * 1000) / 2000 = 0.075: se sqrt(0.075 * 0.925 * 2 / 1000).
+    check = share_check("domain dcr_share", 0.1, 1000, 0.05, 1000, +1, RULE)
+    assert check.margin == pytest.approx(3 * np.sqrt(0.075 * 0.925 * 0.002))
+    assert check.flagged and check.reason() == "domain dcr_share 0.100 > null 0.050 + margin 0.035"
+    assert not share_check("domain dcr_share", 0.08, 1000, 0.05, 1000, +1, RULE).flagged
+    # A share that copying lowers (authenticity) flags below its null.
+    low = share_check("domain authenticity", 0.5, 1000, 0.6, 1000, -1, RULE)
+    assert low.flagged and low.reason().startswith("domain authenticity 0.500 < null 0.600 - margin")
+    assert not share_check("domain authenticity", 0.7, 1000, 0.6, 1000, -1, RULE).flagged
+    # The floor: a share of 0 against 0 still needs to clear min_share_margin.
+    assert share_check("pixel copy_share", 0.0, 10**6, 0.0, 10**6, +1, RULE).margin == 0.01
+
+
+def test_an_auc_and_ct_flag_beyond_their_null_by_their_standard_errors() -> None:
+    # AUC at 0.5 on 100 vs 50 scores: se sqrt(151 / (12 * 5000)); the difference of two: sqrt(2) times.
+    check = auc_check("critic logan_auc", 0.75, 0.5, 100, 50, RULE)
+    assert check.margin == pytest.approx(3 * np.sqrt(2 * 151 / 60000))
+    assert check.flagged and not auc_check("critic logan_auc", 0.7, 0.5, 100, 50, RULE).flagged
+    assert auc_check("domain blackbox_auc", 0.5, 0.5, 10**6, 10**6, RULE).margin == 0.02  # the floor
+    measured, null = {"ct": -3.0, "ct_se": 0.4}, {"ct": 0.1, "ct_se": 0.3}
+    ct = ct_check("domain ct", measured, null, RULE)
+    assert ct is not None and ct.margin == pytest.approx(1.5) and ct.flagged
+    assert ct_check("domain ct", {"ct": None, "ct_se": None}, null, RULE) is None
 
 
 def test_heldout_subsets_are_disjoint_stratified_and_fixed() -> None:
@@ -218,7 +269,10 @@ def test_planted_copies_move_every_measure_and_get_flagged(
         steps = np.diff(values) if rises else -np.diff(values)
         assert (steps > 0).all(), f"{key} is not monotonic over 0/5/20/100% copies: {values}"
     assert results[1.0]["flagged"] and near["flagged"], near["verdict"]
-    assert near["dcr_share"] > 0.1
+    # Shifted and noisy copies: the pixel copy search sees them.
+    assert any(reason.startswith("pixel copy_share") for reason in near["verdict"]["reasons"]), near[
+        "verdict"
+    ]
     protocol = near["protocol"]
     assert (protocol["num_train"], protocol["num_heldout"], protocol["num_generated"]) == (
         N_TRAIN,
@@ -251,8 +305,8 @@ def test_heldout_images_as_samples_are_not_flagged(
 
 
 def write_audit(flagged: bool) -> None:
-    reasons = ["domain dcr_share 0.300 > 0.1"] if flagged else []
-    write_json(paths.PRIVACY_METRICS, {"verdict": {"flagged": flagged, "reasons": reasons, "thresholds": {}}})
+    reasons = ["domain dcr_share 0.300 > null 0.050 + margin 0.020"] if flagged else []
+    write_json(paths.PRIVACY_METRICS, {"verdict": {"flagged": flagged, "reasons": reasons, "checks": []}})
 
 
 def test_export_refuses_a_flagged_audit_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,7 +315,11 @@ def test_export_refuses_a_flagged_audit_in_one_line(tmp_path: Path, monkeypatch:
     with pytest.raises(GanpipeError) as refused:
         export(run_params(export__require_private=True))
     message = str(refused.value)
-    assert "\n" not in message and "dcr_share 0.300 > 0.1" in message and "require_private" in message
+    assert (
+        "\n" not in message
+        and "dcr_share 0.300 > null 0.050 + margin 0.020" in message
+        and "require_private" in message
+    )
     assert not paths.EXPORT_NPZ.exists() and not paths.EXPORT_MANIFEST.exists()
     paths.PRIVACY_METRICS.unlink()
     with pytest.raises(GanpipeError, match=r"privacy\.json: not found"):
@@ -273,12 +331,17 @@ def test_export_records_the_verdict_and_goes_on(finished_run: Path, monkeypatch:
     write_audit(flagged=True)
     manifest = export(run_params())  # require_private false: the default, as before
     assert manifest["privacy"]["audited"] and manifest["privacy"]["flagged"]
-    assert manifest["privacy"]["reasons"] == ["domain dcr_share 0.300 > 0.1"]
+    assert manifest["privacy"]["reasons"] == ["domain dcr_share 0.300 > null 0.050 + margin 0.020"]
 
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("privacy.max_blackbox_auc", 0.3), ("privacy.ct_min_cell", 1), ("export.require_private", "yes")],
+    [
+        ("privacy.flag_z", 0),
+        ("privacy.copy_flips", ["diagonal"]),
+        ("privacy.ct_min_cell", 1),
+        ("export.require_private", "yes"),
+    ],
 )
 def test_bad_privacy_params_fail_in_one_line(key: str, value: Any) -> None:
     with pytest.raises(ParamsError) as bad:

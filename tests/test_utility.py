@@ -17,7 +17,7 @@ from conftest import tiny_params
 from ganpipe.data import download, preprocess
 from ganpipe.measure import utility
 from ganpipe.measure.classifier import evaluate, train_classifier
-from ganpipe.measure.utility import ARMS, arm_data, measure_utility
+from ganpipe.measure.utility import ARMS, arm_data, measure_utility, tstr_ratio
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.io import save_npz
 from ganpipe.pipeline.processed import read_split
@@ -122,6 +122,18 @@ def test_arms_select_on_val_and_are_tested_on_test_only(
     assert all(selection == splits["val"] for selection in seen["selection"])
     assert all(evaluation == splits["test"] for evaluation in seen["evaluation"])
     assert not any(images & (splits["val"] | splits["test"]) for images in seen["training"])
+
+
+def test_tstr_ratio_is_accuracy_over_accuracy() -> None:
+    # Balanced accuracies that would give another ratio (0.3 / 0.6 = 0.5) are not used.
+    metrics = {
+        "tstr_accuracy_mean": 0.6,
+        "trtr_accuracy_mean": 0.8,
+        "tstr_balanced_accuracy_mean": 0.3,
+        "trtr_balanced_accuracy_mean": 0.6,
+    }
+    assert tstr_ratio(metrics) == 0.75
+    assert tstr_ratio({**metrics, "trtr_accuracy_mean": 0.0}) is None
 
 
 def test_summary_is_the_mean_and_sample_std_over_runs() -> None:

@@ -1,13 +1,18 @@
 """The privacy stage: the measures of ganpipe.measure.privacy on every feature space of
-score.extractors, for the generated samples and for their null, written to metrics/privacy.json with
-the protocol, the verdict and the figures (copy gallery, DCR histograms).
+score.extractors, and the pixel copy search of ganpipe.measure.copies, for the generated samples and
+for their null, written to metrics/privacy.json with the protocol, the verdict and the figures (copy
+gallery, DCR histograms).
 
 The sets:
-- train: a stratified subset of data/processed/train, the images the GAN trained on (data.limit is
-  applied by preprocess already);
+- train: every image of data/processed/train, the images the GAN trained on (data.limit is applied
+  by preprocess already); its stratified `privacy.num_train` subset, the members, serves where a
+  statistic compares balanced sets (the membership AUCs, α-precision and β-recall, C_T's cells);
 - held-out: the val split, which the GAN never sees (not test: PathMNIST's test split comes from
   another clinical centre, and would make every held-out distance longer than a sample's);
 - null: other val images, disjoint from the held-out ones, treated as if they were samples.
+
+The verdict: each statistic is checked against its null's value, with a margin from the null's own
+spread (privacy.flag_z standard errors of the difference, never less than the floors).
 """
 
 from __future__ import annotations
@@ -22,8 +27,18 @@ from tqdm import tqdm
 
 from ganpipe.gan.models import critic_from_checkpoint
 from ganpipe.measure.classifier import DomainClassifier
+from ganpipe.measure.copies import CopySearch
 from ganpipe.measure.features import create_extractor, extract_features
-from ganpipe.measure.privacy import PrivacyReference, Thresholds, critic_auc, flags
+from ganpipe.measure.privacy import (
+    HELDOUT_PERCENTILE,
+    Check,
+    FlagRule,
+    PrivacyReference,
+    auc_check,
+    critic_auc,
+    ct_check,
+    share_check,
+)
 from ganpipe.measure.score import active_extractors, load_samples
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.device import resolve_device
@@ -38,7 +53,6 @@ CRITIC_BATCH_SIZE = 500
 HISTOGRAM_BINS = 40
 GALLERY_COLUMNS = 8
 GALLERY_PADDING = 4  # room between pairs for the distance labels
-SETS = ("train", "heldout", "null", "generated")
 
 
 def audit_subsets(
@@ -56,11 +70,9 @@ def audit_subsets(
     return {"train": train, "heldout": heldout, "null": null}
 
 
-def thresholds(params: dict[str, Any]) -> Thresholds:
+def flag_rule(params: dict[str, Any]) -> FlagRule:
     cfg = params["privacy"]
-    return Thresholds(
-        cfg["max_dcr_share"], cfg["min_ct"], cfg["max_authenticity_drop"], cfg["max_blackbox_auc"]
-    )
+    return FlagRule(cfg["flag_z"], cfg["min_share_margin"], cfg["min_auc_margin"], cfg["min_ct_margin"])
 
 
 @torch.no_grad()
@@ -154,92 +166,193 @@ def plot_copy_gallery(
     save_figure(paths.COPY_GALLERY, figure)
 
 
+class AuditReference:
+    """The real side of the audit, built once: the training split, the held-out and null sets, their
+    features and PrivacyReference in every feature space, and the pixel copy search with the held-out
+    copy distances. `measure` then audits any number of sample sets against it."""
+
+    def __init__(
+        self,
+        params: dict[str, Any],
+        train: tuple[np.ndarray, np.ndarray],
+        val: tuple[np.ndarray, np.ndarray],
+        device: torch.device,
+    ) -> None:
+        cfg = params["privacy"]
+        self.params, self.device, self.rule = params, device, flag_rule(params)
+        (self.train, train_labels), (val_images, val_labels) = train, val
+        self.subsets = audit_subsets(train_labels, val_labels, cfg["num_train"], cfg["num_heldout"])
+        if len(self.subsets["heldout"]) < cfg["ct_min_cell"]:
+            raise GanpipeError(
+                f"{paths.PROCESSED_VAL}: {len(val_labels)} val images leave {len(self.subsets['heldout'])} "
+                f"held-out ones, fewer than privacy.ct_min_cell = {cfg['ct_min_cell']}; lower "
+                "privacy.ct_min_cell or raise data.limit"
+            )
+        self.heldout, self.null = val_images[self.subsets["heldout"]], val_images[self.subsets["null"]]
+        self.labels = {
+            "train": train_labels[self.subsets["train"]],
+            "heldout": val_labels[self.subsets["heldout"]],
+            "null": val_labels[self.subsets["null"]],
+        }
+        self.extractors = []
+        self.references: dict[str, PrivacyReference] = {}
+        self.null_measures: dict[str, dict[str, Any]] = {}
+        self.null_dcr: dict[str, np.ndarray] = {}
+        for extractor, weights in tqdm(
+            active_extractors(params), desc="privacy: real features", disable=progress_disabled()
+        ):
+            module = create_extractor(extractor, weights, device)
+            feats = self._features(extractor, module, (self.train, self.heldout, self.null))
+            reference = PrivacyReference(
+                feats[0],
+                feats[1],
+                self.subsets["train"],
+                cfg["pca_dims"],
+                cfg["ct_cells"],
+                cfg["ct_min_cell"],
+                DATASET_SEED,
+            )
+            self.null_measures[extractor.key], null_to_train = reference.measure(feats[2])
+            self.null_dcr[extractor.key] = null_to_train.distances[:, 0]
+            self.references[extractor.key] = reference
+            self.extractors.append((extractor, module))
+        self.copies = CopySearch(self.train, cfg["copy_shift"], tuple(cfg["copy_flips"]))
+        self.heldout_copy = self.copies.nearest(self.heldout).distances
+        self.copy_threshold = float(np.percentile(self.heldout_copy, HELDOUT_PERCENTILE))
+        self.null_copy_share = float(np.mean(self.copies.nearest(self.null).distances < self.copy_threshold))
+
+    def _features(
+        self, extractor: Any, module: torch.nn.Module, sets: tuple[np.ndarray, ...]
+    ) -> list[np.ndarray]:
+        everything = np.concatenate(sets)
+        rows = extract_features(module, everything, self.params["score"]["batch_size"], self.device)
+        rows = rows[extractor.feature_layer].numpy()
+        bounds = np.cumsum([0] + [len(images) for images in sets])
+        return [rows[bounds[i] : bounds[i + 1]] for i in range(len(sets))]
+
+    def measure(self, samples: np.ndarray, figures: bool = False) -> tuple[dict[str, Any], list[Check]]:
+        """Every measure of `samples` in every feature space and in pixels, with its null (flat keys,
+        each space's prefix, the null's with `null_`), and the checks of the verdict. `figures`: also
+        draw the copy gallery and the DCR histograms of the domain space."""
+        n, n_null = len(samples), len(self.null)
+        n_members, n_heldout = len(self.subsets["train"]), len(self.heldout)
+        out: dict[str, Any] = {}
+        checks: list[Check] = []
+        for extractor, module in self.extractors:
+            reference, null = self.references[extractor.key], self.null_measures[extractor.key]
+            measured, to_train = reference.measure(self._features(extractor, module, (samples,))[0])
+            prefix, space = extractor.prefix, extractor.key
+            out[f"{prefix}dcr_threshold"] = reference.dcr_threshold
+            out.update({prefix + key: value for key, value in measured.items()})
+            out.update({f"{prefix}null_{key}": value for key, value in null.items()})
+            rule = self.rule
+            checks += [
+                share_check(
+                    f"{space} dcr_share", measured["dcr_share"], n, null["dcr_share"], n_null, +1, rule
+                ),
+                share_check(
+                    f"{space} authenticity",
+                    measured["authenticity"],
+                    n,
+                    null["authenticity"],
+                    n_null,
+                    -1,
+                    rule,
+                ),
+                auc_check(
+                    f"{space} blackbox_auc",
+                    measured["blackbox_auc"],
+                    null["blackbox_auc"],
+                    n_members,
+                    n_heldout,
+                    rule,
+                ),
+            ]
+            ct = ct_check(f"{space} ct", measured, null, rule)
+            checks += [ct] if ct is not None else []
+            if figures and space == "domain":
+                dcr, nearest = to_train.distances[:, 0], to_train.indices[:, 0]
+                threshold = reference.dcr_threshold
+                gallery = self.params["privacy"]["gallery"]
+                plot_copy_gallery(samples, self.train, dcr, nearest, threshold, gallery)
+                plot_dcr_histogram(dcr, reference.heldout_dcr, self.null_dcr[space], threshold, space)
+        copy = self.copies.nearest(samples).distances
+        out["copy_threshold"] = self.copy_threshold
+        out["copy_share"] = float(np.mean(copy < self.copy_threshold))
+        out["copy_distance_p5"] = float(np.percentile(copy, 5))
+        out["null_copy_share"] = self.null_copy_share
+        checks.append(
+            share_check("pixel copy_share", out["copy_share"], n, self.null_copy_share, n_null, +1, self.rule)
+        )
+        return out, checks
+
+    def logan(self) -> dict[str, Any]:
+        """The LOGAN white-box AUC of the run's critic (members vs held-out) and its null (the null set vs
+        held-out: the critic saw neither). Not in the verdict: it is the risk of releasing the critic,
+        which the export does not."""
+        critic = critic_from_checkpoint(load_torch(paths.CRITIC)).to(self.device)
+        images = {"train": self.train[self.subsets["train"]], "heldout": self.heldout, "null": self.null}
+        scores = {
+            name: critic_scores(critic, images[name], self.labels[name], self.device) for name in images
+        }
+        return {
+            "logan_auc": critic_auc(scores["train"], scores["heldout"]),
+            "null_logan_auc": critic_auc(scores["null"], scores["heldout"]),
+        }
+
+    def protocol(self, num_generated: int) -> dict[str, Any]:
+        cfg = self.params["privacy"]
+        return {
+            "num_train": len(self.train),
+            "num_members": len(self.subsets["train"]),
+            "num_heldout": len(self.heldout),
+            "num_null": len(self.null),
+            "num_generated": num_generated,
+            "train_split": f"{paths.PROCESSED_TRAIN} (what the GAN trained on; data.limit "
+            f"= {self.params['data']['limit']}), searched whole",
+            "members": "stratified subset of train (stream privacy.train, seed "
+            f"{DATASET_SEED}) for the membership AUCs, alpha-precision, beta-recall and C_T's cells",
+            "heldout_split": f"{paths.PROCESSED_VAL} (never seen by the GAN; test is not used: PathMNIST's "
+            "comes from another clinical centre)",
+            "null": "other val images, disjoint from the held-out ones, measured as if they were samples",
+            "feature_spaces": [extractor.key for extractor, _ in self.extractors],
+            "distance": "Euclidean on the extractor's features (C_T: in the PCA space)",
+            "copy_search": f"pixels, shifts up to {cfg['copy_shift']} px, flips {list(cfg['copy_flips'])}, "
+            "any brightness or contrast (docs/privacy.md)",
+            "pca_dims": {key: reference.pca_dims for key, reference in self.references.items()},
+            "ct_cells": {key: reference.cells for key, reference in self.references.items()},
+            "ct_min_cell": cfg["ct_min_cell"],
+            "dcr_share_percentile": HELDOUT_PERCENTILE,
+            "logan": "critic score, members vs held-out",
+        }
+
+
+def verdict(checks: list[Check], rule: FlagRule) -> dict[str, Any]:
+    """Flagged when any check is: the reasons, and every check's value, null and margin."""
+    reasons = [check.reason() for check in checks if check.flagged]
+    return {
+        "flagged": bool(reasons),
+        "reasons": reasons,
+        "checks": [{**asdict(check), "flagged": check.flagged} for check in checks],
+        "rule": asdict(rule),
+    }
+
+
 def audit(params: dict[str, Any]) -> dict[str, Any]:
     """The privacy stage: metrics/privacy.json (flat keys per feature space with its prefix, the
-    null's with `null_`, the LOGAN AUC, the protocol and the verdict) and plots/privacy/."""
-    cfg = params["privacy"]
+    null's with `null_`, the pixel copy search, the LOGAN AUC, the protocol and the verdict) and
+    plots/privacy/."""
     info = read_info()
     generated = load_samples()
     if generated.shape[1:] != (info["channels"], info["size"], info["size"]):
         raise run_first(paths.SAMPLES, "sample", f"holds images of shape {generated.shape[1:]}")
-    train_images, train_labels = read_split(paths.PROCESSED_TRAIN)
-    val_images, val_labels = read_split(paths.PROCESSED_VAL)
-    subsets = audit_subsets(train_labels, val_labels, cfg["num_train"], cfg["num_heldout"])
-    if len(subsets["heldout"]) < cfg["ct_min_cell"]:
-        raise GanpipeError(
-            f"{paths.PROCESSED_VAL}: {len(val_labels)} val images leave {len(subsets['heldout'])} held-out "
-            f"ones, fewer than privacy.ct_min_cell = {cfg['ct_min_cell']}; lower privacy.ct_min_cell or "
-            "raise data.limit"
-        )
-    images = {
-        "train": train_images[subsets["train"]],
-        "heldout": val_images[subsets["heldout"]],
-        "null": val_images[subsets["null"]],
-        "generated": generated,
-    }
-    labels = {name: (train_labels if name == "train" else val_labels)[subsets[name]] for name in subsets}
-    device = resolve_device()
-    limits = thresholds(params)
-    out: dict[str, Any] = {}
-    reasons: list[str] = []
-    pca_dims: dict[str, int] = {}
-    cells: dict[str, int] = {}
-    everything = np.concatenate([images[name] for name in SETS])
-    bounds = np.cumsum([0] + [len(images[name]) for name in SETS])
-    for extractor, weights in tqdm(active_extractors(params), desc="privacy", disable=progress_disabled()):
-        module = create_extractor(extractor, weights, device)
-        features = extract_features(module, everything, params["score"]["batch_size"], device)
-        rows = features[extractor.feature_layer].numpy()
-        feats = {name: rows[bounds[i] : bounds[i + 1]] for i, name in enumerate(SETS)}
-        reference = PrivacyReference(
-            feats["train"],
-            feats["heldout"],
-            cfg["pca_dims"],
-            cfg["ct_cells"],
-            cfg["ct_min_cell"],
-            DATASET_SEED,
-        )
-        measured, to_train = reference.measure(feats["generated"])
-        null, null_to_train = reference.measure(feats["null"])
-        prefix = extractor.prefix
-        out[f"{prefix}dcr_threshold"] = reference.dcr_threshold
-        out.update({prefix + key: value for key, value in measured.items()})
-        out.update({f"{prefix}null_{key}": value for key, value in null.items()})
-        reasons += flags(extractor.key, measured, null, limits)
-        pca_dims[extractor.key], cells[extractor.key] = reference.pca_dims, reference.cells
-        if extractor.key == "domain":
-            dcr, nearest = to_train.distances[:, 0], to_train.indices[:, 0]
-            threshold = reference.dcr_threshold
-            plot_copy_gallery(generated, images["train"], dcr, nearest, threshold, cfg["gallery"])
-            plot_dcr_histogram(
-                dcr, reference.heldout_dcr, null_to_train.distances[:, 0], threshold, extractor.key
-            )
-
-    critic = critic_from_checkpoint(load_torch(paths.CRITIC)).to(device)
-    critic_on = {name: critic_scores(critic, images[name], labels[name], device) for name in subsets}
-    out["logan_auc"] = critic_auc(critic_on["train"], critic_on["heldout"])
-    # The null: the critic never saw either set, so telling "null" from held-out is chance.
-    out["null_logan_auc"] = critic_auc(critic_on["null"], critic_on["heldout"])
-    out["flagged"] = bool(reasons)
-    out["protocol"] = {
-        "num_train": len(subsets["train"]),
-        "num_heldout": len(subsets["heldout"]),
-        "num_null": len(subsets["null"]),
-        "num_generated": len(generated),
-        "train_split": f"{paths.PROCESSED_TRAIN} (what the GAN trained on; data.limit "
-        f"= {params['data']['limit']})",
-        "heldout_split": f"{paths.PROCESSED_VAL} (never seen by the GAN; test is not used: PathMNIST's "
-        "comes from another clinical centre)",
-        "null": "other val images, disjoint from the held-out ones, measured as if they were samples",
-        "subsets": f"stratified, streams privacy.train and privacy.heldout, seed {DATASET_SEED}",
-        "feature_spaces": [extractor.key for extractor, _ in active_extractors(params)],
-        "distance": "Euclidean on the extractor's features (C_T: in the PCA space)",
-        "pca_dims": pca_dims,
-        "ct_cells": cells,
-        "ct_min_cell": cfg["ct_min_cell"],
-        "dcr_share_percentile": 5,
-        "logan": "critic score, members = train subset, non-members = held-out",
-    }
-    out["verdict"] = {"flagged": bool(reasons), "reasons": reasons, "thresholds": asdict(limits)}
+    reference = AuditReference(
+        params, read_split(paths.PROCESSED_TRAIN), read_split(paths.PROCESSED_VAL), resolve_device()
+    )
+    out, checks = reference.measure(generated, figures=True)
+    out.update(reference.logan())
+    out["verdict"] = verdict(checks, reference.rule)
+    out["flagged"] = out["verdict"]["flagged"]
+    out["protocol"] = reference.protocol(len(generated))
     write_json(paths.PRIVACY_METRICS, out)
     return out

@@ -65,8 +65,9 @@ METRICS = {
         Metric("low_mixed_accuracy", paths.UTILITY_METRICS, "low_mixed_accuracy_mean", results=True),
         Metric("wall_time_s", paths.TRAIN_METRICS, "wall_time_s", compare=True),
         Metric("train_time_s", paths.TRAIN_METRICS, "train_time_s", results=True),
-        # The privacy audit on the domain features (docs/privacy.md), each against its null in
-        # metrics/privacy.json.
+        # The privacy audit (pixel copies, domain features; docs/privacy.md), each against its null
+        # in metrics/privacy.json.
+        Metric("copy_share", paths.PRIVACY_METRICS, "copy_share", compare=True),  # the pixel copy search
         Metric("dcr_share", paths.PRIVACY_METRICS, "dcr_share", compare=True),
         Metric("ct", paths.PRIVACY_METRICS, "ct", compare=True),
         Metric("authenticity", paths.PRIVACY_METRICS, "authenticity", compare=True),

@@ -152,25 +152,49 @@ def blackbox_auc(train_to_samples: np.ndarray, heldout_to_samples: np.ndarray) -
     return float(roc_auc_score(truth, -np.r_[train_to_samples, heldout_to_samples]))
 
 
+def nearest_other(reference: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Each chosen reference row's distance to its nearest other reference row (a duplicate counts)."""
+    found = nearest_neighbours(reference[rows], reference, k=2)
+    itself = found.indices[:, 0] == rows
+    return np.where(itself, found.distances[:, 1], found.distances[:, 0])
+
+
 class PrivacyReference:
-    """The real side of one feature space, computed once and reused for the samples and the null:
-    train and held-out features, the PCA and k-means cells of C_T, and every real-to-real distance."""
+    """The real side of one feature space, computed once and reused for the samples and the null.
+
+    Distances to training images (DCR, NNDR, authenticity, C_T) go to every training row. The
+    `members`, a class-balanced subset of them, are the real set only where a statistic compares
+    sets: the membership AUC (members vs held-out), α-precision and β-recall, and C_T's PCA and
+    k-means fit (fitted on the members, then applied to every training row).
+    """
 
     def __init__(
-        self, train: np.ndarray, heldout: np.ndarray, pca_dims: int, cells: int, min_cell: int, seed: int
+        self,
+        train: np.ndarray,
+        heldout: np.ndarray,
+        members: np.ndarray,
+        pca_dims: int,
+        cells: int,
+        min_cell: int,
+        seed: int,
     ) -> None:
         self.train = np.asarray(train)
         self.heldout = np.asarray(heldout)
+        self.members = self.train[members]
         self.min_cell = min_cell
-        self.train_to_train = nearest_neighbours(self.train, self.train, exclude_self=True).distances[:, 0]
+        self.members_to_members = nearest_neighbours(self.members, self.members, exclude_self=True).distances[
+            :, 0
+        ]
         self.heldout_dcr = nearest_neighbours(self.heldout, self.train).distances[:, 0]
         self.dcr_threshold = float(np.percentile(self.heldout_dcr, HELDOUT_PERCENTILE))
-        self.pca_dims = min(pca_dims, self.train.shape[1], len(self.train))
-        self.pca = PCA(n_components=self.pca_dims, random_state=seed).fit(self.train)
-        self.train_projected = self.pca.transform(self.train)
+        self.pca_dims = min(pca_dims, self.train.shape[1], len(self.members))
+        self.pca = PCA(n_components=self.pca_dims, random_state=seed).fit(self.members)
         # Each cell needs min_cell held-out rows on average, or most would be dropped.
-        self.cells = max(1, min(cells, len(self.heldout) // min_cell, len(self.train)))
-        self.kmeans = KMeans(n_clusters=self.cells, n_init=3, random_state=seed).fit(self.train_projected)
+        self.cells = max(1, min(cells, len(self.heldout) // min_cell, len(self.members)))
+        self.kmeans = KMeans(n_clusters=self.cells, n_init=3, random_state=seed).fit(
+            self.pca.transform(self.members)
+        )
+        self.train_projected = self.pca.transform(self.train)
         heldout_projected = self.pca.transform(self.heldout)
         self.heldout_cells = self.kmeans.predict(heldout_projected)
         self.heldout_ct_distances = nearest_neighbours(heldout_projected, self.train_projected).distances[
@@ -178,8 +202,9 @@ class PrivacyReference:
         ]
 
     def data_copying(self, samples: np.ndarray) -> dict[str, Any]:
-        """C_T of `samples`, the number of cells and the cells dropped (fewer than `min_cell` samples
-        or held-out rows: too few for a U test)."""
+        """C_T of `samples`, its standard error under the null (each cell's Z is N(0, 1) there, so the
+        weighted mean's is sqrt(sum w^2) / sum w), the number of cells and the cells dropped (fewer than
+        `min_cell` samples or held-out rows: too few for a U test)."""
         projected = self.pca.transform(samples)
         sample_cells = self.kmeans.predict(projected)
         distances = nearest_neighbours(projected, self.train_projected).distances[:, 0]
@@ -191,20 +216,25 @@ class PrivacyReference:
             scores.append(mann_whitney_z(distances[in_sample], self.heldout_ct_distances[in_heldout]))
             weights.append(in_heldout.mean())
         ct = float(np.dot(weights, scores) / np.sum(weights)) if scores else None
-        return {"ct": ct, "ct_cells": self.cells, "ct_cells_dropped": self.cells - len(scores)}
+        se = float(np.sqrt(np.sum(np.square(weights))) / np.sum(weights)) if scores else None
+        return {"ct": ct, "ct_se": se, "ct_cells": self.cells, "ct_cells_dropped": self.cells - len(scores)}
 
     def measure(self, samples: np.ndarray) -> tuple[dict[str, Any], Neighbours]:
         """Every feature-space measure of `samples` (rows); also each sample's two nearest training rows."""
         samples = np.asarray(samples)
         to_train = nearest_neighbours(samples, self.train, k=2)
-        real_to_sample = nearest_neighbours(self.train, samples)
         dcr = to_train.distances[:, 0]
         second = to_train.distances[:, 1]
         # Two equally near training rows (duplicates) give 0 / 0: as close to a copy as it gets.
         nndr = np.divide(dcr, second, out=np.zeros_like(dcr), where=second > 0)
+        # Authenticity needs the real-real distance of only the training rows nearest some sample.
+        nearest_rows = np.unique(to_train.indices[:, 0])
+        train_to_train = np.full(len(self.train), np.nan)
+        train_to_train[nearest_rows] = nearest_other(self.train, nearest_rows)
+        members_to_sample = nearest_neighbours(self.members, samples)
         heldout_to_sample = nearest_neighbours(self.heldout, samples).distances[:, 0]
         alpha_precision, beta_recall = alpha_precision_beta_recall(
-            self.train, samples, self.train_to_train, real_to_sample
+            self.members, samples, self.members_to_members, members_to_sample
         )
         out: dict[str, Any] = {
             "dcr_p5": float(np.percentile(dcr, 5)),
@@ -216,38 +246,72 @@ class PrivacyReference:
             **self.data_copying(samples),
             "alpha_precision": alpha_precision,
             "beta_recall": beta_recall,
-            "authenticity": authenticity(to_train, self.train_to_train)[0],
-            "blackbox_auc": blackbox_auc(real_to_sample.distances[:, 0], heldout_to_sample),
+            "authenticity": authenticity(to_train, train_to_train)[0],
+            "blackbox_auc": blackbox_auc(members_to_sample.distances[:, 0], heldout_to_sample),
         }
         return out, to_train
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    """When the audit flags copying (privacy.* params; docs/privacy.md justifies the defaults)."""
+class FlagRule:
+    """When a statistic flags copying (privacy.* params): beyond its null by `flag_z` standard errors
+    of the difference under the null, and never by less than the floor of its kind."""
 
-    max_dcr_share: float
-    min_ct: float
-    max_authenticity_drop: float
-    max_blackbox_auc: float
+    flag_z: float
+    min_share_margin: float
+    min_auc_margin: float
+    min_ct_margin: float
 
 
-def flags(space: str, generated: dict[str, Any], null: dict[str, Any], thresholds: Thresholds) -> list[str]:
-    """One line per threshold that the generated samples cross in one feature space."""
-    out = []
-    if generated["dcr_share"] > thresholds.max_dcr_share:
-        out.append(f"{space} dcr_share {generated['dcr_share']:.3f} > {thresholds.max_dcr_share}")
-    if generated["ct"] is not None and generated["ct"] < thresholds.min_ct:
-        out.append(f"{space} ct {generated['ct']:.2f} < {thresholds.min_ct}")
-    drop = null["authenticity"] - generated["authenticity"]
-    if drop > thresholds.max_authenticity_drop:
-        out.append(
-            f"{space} authenticity {generated['authenticity']:.3f} is {drop:.3f} below the null's "
-            f"{null['authenticity']:.3f} (> {thresholds.max_authenticity_drop})"
+@dataclass(frozen=True)
+class Check:
+    """One statistic of the verdict: flagged when `value` is beyond `null` by more than `margin`, in
+    the direction copying moves it (+1: up, -1: down)."""
+
+    statistic: str
+    value: float
+    null: float
+    margin: float
+    direction: int
+
+    @property
+    def flagged(self) -> bool:
+        return self.direction * (self.value - self.null) > self.margin
+
+    def reason(self) -> str:
+        side = ">" if self.direction > 0 else "<"
+        sign = "+" if self.direction > 0 else "-"
+        return (
+            f"{self.statistic} {self.value:.3f} {side} null {self.null:.3f} {sign} margin {self.margin:.3f}"
         )
-    if generated["blackbox_auc"] > thresholds.max_blackbox_auc:
-        out.append(f"{space} blackbox_auc {generated['blackbox_auc']:.3f} > {thresholds.max_blackbox_auc}")
-    return out
+
+
+def share_check(
+    statistic: str, value: float, count: int, null: float, null_count: int, direction: int, rule: FlagRule
+) -> Check:
+    """A share (of `count` samples) against the null's share (of `null_count` images): the binomial
+    standard error of their difference, from the pooled share."""
+    pooled = (value * count + null * null_count) / (count + null_count)
+    se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / count + 1.0 / null_count))
+    return Check(statistic, value, null, float(max(rule.flag_z * se, rule.min_share_margin)), direction)
+
+
+def auc_check(
+    statistic: str, value: float, null: float, positives: int, negatives: int, rule: FlagRule
+) -> Check:
+    """A ROC AUC against its null's, both on `positives` vs `negatives` scores: each AUC's standard
+    error at 0.5 is sqrt((n1 + n0 + 1) / (12 n1 n0)) (the Mann-Whitney U's), their difference's
+    sqrt(2) times that."""
+    se = np.sqrt(2.0 * (positives + negatives + 1) / (12.0 * positives * negatives))
+    return Check(statistic, value, null, float(max(rule.flag_z * se, rule.min_auc_margin)), +1)
+
+
+def ct_check(statistic: str, measured: dict[str, Any], null: dict[str, Any], rule: FlagRule) -> Check | None:
+    """C_T against its null's C_T (None when either dropped every cell)."""
+    if measured["ct"] is None or null["ct"] is None:
+        return None
+    se = np.hypot(measured["ct_se"], null["ct_se"])
+    return Check(statistic, measured["ct"], null["ct"], float(max(rule.flag_z * se, rule.min_ct_margin)), -1)
 
 
 def critic_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:

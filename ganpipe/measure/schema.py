@@ -11,7 +11,7 @@ from typing import Any
 
 from ganpipe.measure.extractors import DOMAIN, EXTRACTORS
 from ganpipe.pipeline.errors import ParamsError
-from ganpipe.pipeline.params import Schema, boolean, fail, integer, number, optional, readable_path
+from ganpipe.pipeline.params import Schema, boolean, fail, integer, number, optional, readable_path, subset
 
 
 def _downloadable() -> list[str]:
@@ -83,10 +83,12 @@ MEASURE = Schema(
             "pca_dims": integer(1, 4096),  # C_T's PCA dimensions
             "ct_cells": integer(1, 1000),  # C_T's k-means cells
             "ct_min_cell": integer(2),  # fewest samples and held-out images per C_T cell
-            "max_dcr_share": number(0, 1),
-            "min_ct": number(-1000, 0),
-            "max_authenticity_drop": number(0, 1),
-            "max_blackbox_auc": number(0.5, 1),
+            "copy_shift": integer(0, 8),  # the copy search's largest shift, in working pixels
+            "copy_flips": subset("horizontal", "vertical"),  # the flips the copy search undoes
+            "flag_z": number(0, None, low_open=True),  # standard errors beyond the null that flag
+            "min_share_margin": number(0, 1),  # the smallest margin of a share (dcr_share, copy_share, ...)
+            "min_auc_margin": number(0, 0.5),  # the smallest margin of a membership AUC
+            "min_ct_margin": number(0),  # the smallest margin of C_T
             "gallery": integer(1, 256),  # pairs in the copy gallery
         },
     },
@@ -94,5 +96,10 @@ MEASURE = Schema(
     allowed={
         "score.extractors": f"a list of distinct names among {', '.join(EXTRACTORS)}; must hold {DOMAIN}",
         "score.weights": "a mapping of " + ", ".join(_downloadable()) + " to a local weights file or null",
+    },
+    # Keys that were replaced, with what replaces them: an old params.yaml gets told the new spelling.
+    renamed={
+        f"privacy.{key}": "privacy.flag_z and the privacy.min_*_margin floors (docs/privacy.md)"
+        for key in ("max_dcr_share", "min_ct", "max_authenticity_drop", "max_blackbox_auc")
     },
 )

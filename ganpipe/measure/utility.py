@@ -232,6 +232,12 @@ def _run_arms(params: dict[str, Any], synthetic: Arrays) -> dict[str, Any]:
             summary = _summary([run[measure] for run in results[arm]])
             metrics[f"{arm}_{measure}_mean"] = summary["mean"]
             metrics[f"{arm}_{measure}_std"] = summary["std"]
-    trtr, tstr = metrics["trtr_accuracy_mean"], metrics["tstr_accuracy_mean"]
-    metrics["tstr_ratio"] = round(tstr / trtr, 6) if trtr else None
+    metrics["tstr_ratio"] = tstr_ratio(metrics)
     return metrics
+
+
+def tstr_ratio(metrics: dict[str, Any]) -> float | None:
+    """Train-on-synthetic over train-on-real mean test accuracy (plain, not balanced, accuracy; None
+    without a real-data accuracy), to 6 decimals (docs/utility.md)."""
+    trtr, tstr = metrics["trtr_accuracy_mean"], metrics["tstr_accuracy_mean"]
+    return round(tstr / trtr, 6) if trtr else None

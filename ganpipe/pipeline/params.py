@@ -101,6 +101,17 @@ def _string(key: str, value: Any) -> None:
 string = allowing("a non-empty string", _string)
 
 
+def subset(*options: str) -> Check:
+    """A list of distinct `options` (empty allowed)."""
+    allowed = f"a list of distinct values from {list(options)}"
+
+    def check(key: str, value: Any) -> None:
+        if not (isinstance(value, list) and len(set(value)) == len(value) and set(value) <= set(options)):
+            fail(key, value, allowed)
+
+    return allowing(allowed, check)
+
+
 def optional(check: Check) -> Check:
     def wrapped(key: str, value: Any) -> None:
         if value is not None:
