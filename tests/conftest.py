@@ -127,14 +127,15 @@ def train_process(under: Path) -> int | None:
 
 
 def checkpointed_train_process(
-    under: Path, checkpoints: Callable[[], list[Path]], ended: Callable[[], str | None]
+    under: Path, has_checkpoint: Callable[[int], bool], ended: Callable[[], str | None]
 ) -> int:
     """Poll (cheaply: no dvc call, which takes seconds) for a train process inside `under` once
-    `checkpoints()` lists its first checkpoint; `ended()` says why the run ended first (None: not yet)."""
+    `has_checkpoint(pid)` says it wrote its first checkpoint; `ended()` says why the run ended first
+    (None: not yet)."""
     deadline = time.monotonic() + 600  # generous: a CPU shared with other jobs slows every dvc call
     while time.monotonic() < deadline:
         pid = train_process(under)
-        if pid is not None and checkpoints():
+        if pid is not None and has_checkpoint(pid):
             return pid
         why = ended()
         if why is not None:
@@ -162,11 +163,15 @@ def experiment_sha(repo: Path, name: str) -> str | None:
     return shas[0] if shas else None
 
 
-def assert_same_weights_as_uninterrupted(repo: Path, name: str) -> None:
-    """Experiment `name`'s generator is byte-identical to that of RESUMABLE trained uninterrupted, in
-    `repo`'s workspace and outside DVC (its run cache would serve it)."""
-    write_params(repo, set_params(tiny_params(train__eval_every=None), RESUMABLE))
-    run([sys.executable, "-m", "stages.train"], repo, env=one_thread_env(repo))
+def assert_same_weights_as_uninterrupted(repo: Path, name: str, settings: dict[str, Any] = RESUMABLE) -> None:
+    """Experiment `name`'s generator is byte-identical to that of `settings` trained uninterrupted, in
+    `repo`'s workspace and outside DVC (its run cache would serve it); params.yaml is put back."""
+    params = (repo / "params.yaml").read_text()
+    write_params(repo, set_params(tiny_params(train__eval_every=None), settings))
+    try:
+        run([sys.executable, "-m", "stages.train"], repo, env=one_thread_env(repo))
+    finally:
+        (repo / "params.yaml").write_text(params)
     sha = experiment_sha(repo, name)
     assert sha is not None, f"the experiment {name} has no ref"
     import dvc.api as dvc_api

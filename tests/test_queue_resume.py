@@ -72,7 +72,9 @@ def _train_pid_after_first_checkpoint(repo: Path) -> int:
         copy_seen = copy_seen or bool(copies)
         return None
 
-    return checkpointed_train_process(repo / ".dvc" / "tmp" / "exps", lambda: _checkpoints(repo), ended)
+    return checkpointed_train_process(
+        repo / ".dvc" / "tmp" / "exps", lambda _pid: bool(_checkpoints(repo)), ended
+    )
 
 
 def _wait_until_done(repo: Path, name: str) -> str:

@@ -4,7 +4,7 @@ A bare Git repository stands in for the git remote and a local folder for the DV
 driver repo runs the shared stages once and pushes them; each `ganpipe sweep` starts a local Ray
 cluster on this machine (ray.init(address="local"), with every core), whose tasks clone the bare
 repository, run `dvc exp run`, push, and are pulled by the driver. Skipped where Ray is not
-installed (pip install -r requirements-ray.txt -c constraints.txt). Each test takes minutes of CPU:
+installed (pip install -r requirements-ray.txt -c constraints.txt). Each test takes tens of seconds:
 they carry the `ray` marker (`-m "not ray"` leaves them out); CI runs them.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -28,8 +28,11 @@ from conftest import (
     one_thread_env,
     run,
     tiny_params,
+    train_process,
     write_params,
 )
+
+from ganpipe.pipeline import locks
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -71,57 +74,91 @@ def _experiments(repo: Path) -> dict[str, dict]:
     }
 
 
-def test_a_2x2_sweep_lands_in_dvc_exp_show_and_its_rerun_trains_nothing(driver: Path, tmp_path: Path) -> None:
-    sweep = _sweep_command("-S", "model=dcgan,lsgan", "--seeds", "0,1", "--work-dir", str(tmp_path), "train")
-    first = run(sweep, driver, env=_env(driver)).stdout
-    assert first.count("] started sweep-") == 4 and first.count("] ended sweep-") == 4, first
-    assert "[4/4] ended" in first and "; done" in first, first
-
-    found = _experiments(driver)
-    settings = {
-        (data["params"]["params.yaml"]["data"]["model"], data["params"]["params.yaml"]["data"]["seed"])
-        for data in found.values()
-    }
-    assert settings == {(model, seed) for model in ("dcgan", "lsgan") for seed in (0, 1)}, found.keys()
-    for name, data in found.items():
-        train = data["metrics"]["metrics/train.json"]["data"]
-        assert train["steps"] > 0 and train["wall_time_s"] > 0, (name, train)
-
-    again = run(sweep, driver, env=_env(driver)).stdout
-    assert again.count("skipped sweep-") == 4 and "started" not in again, again
-    assert set(_experiments(driver)) == set(found)
-
-
 def _ray_worker(pid: int) -> psutil.Process:
-    """The Ray worker process (its title is `ray::run_trial`) that `pid` descends from."""
+    """The Ray worker process (its title is `ray::<trial>`) that `pid` descends from."""
     for process in psutil.Process(pid).parents():
         if " ".join(process.cmdline()).startswith("ray::"):
             return process
     raise AssertionError(f"process {pid} runs under no Ray worker")
 
 
-def test_a_trial_whose_worker_dies_resumes_and_a_failed_one_blocks_nothing(
+def _holds_a_checkpoint(checkpoints: Path) -> Callable[[int], bool]:
+    """Whether a process holds the lock of a checkpoint folder that has a checkpoint."""
+
+    def holds(pid: int) -> bool:
+        held = (locks.holder(found.parent / "lock")[0] for found in checkpoints.glob("*/checkpoint.pt"))
+        return str(pid) in held
+
+    return holds
+
+
+def _start(driver: Path, out: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`ganpipe sweep --engine ray ARGS` in the background, in a process group of its own (as a
+    terminal's foreground job is), its output to `out`."""
+    command = _sweep_command(*args)
+    with out.open("w") as sink:
+        return subprocess.Popen(
+            command, cwd=driver, env=_env(driver), stdout=sink, stderr=sink, start_new_session=True
+        )
+
+
+def _ended(process: subprocess.Popen[bytes], out: Path) -> Callable[[], str | None]:
+    return lambda: out.read_text() if process.poll() is not None else None
+
+
+def test_a_2x2_sweep_survives_a_killed_worker_and_its_rerun_trains_nothing(
     driver: Path, tmp_path: Path
 ) -> None:
-    checkpoints, work = tmp_path / "shared-checkpoints", tmp_path / "workers"
-    settings = [arg for key, value in RESUMABLE.items() for arg in ("-S", f"{key}={value}")]
-    # checkpoint_every 0 is refused by the train stage: that trial fails while the other trains.
-    sweep = _sweep_command(*settings, "-S", "train.checkpoint_every=8,0", "--seeds", "0")
-    sweep += ["--checkpoints", str(checkpoints), "--work-dir", str(work), "train"]
-    output = tmp_path / "sweep.out"
-    with output.open("w") as out:
-        driver_process = subprocess.Popen(sweep, cwd=driver, env=_env(driver), stdout=out, stderr=out)
-        ended = lambda: output.read_text() if driver_process.poll() is not None else None  # noqa: E731
-        pid = checkpointed_train_process(work, lambda: list(checkpoints.glob("*/checkpoint.pt")), ended)
-        worker = _ray_worker(pid)
-        os.kill(worker.pid, signal.SIGKILL)  # as an OOM kill ends it: no handler, no cleanup
-        driver_process.wait(timeout=600)
-    said = output.read_text()
-    assert driver_process.returncode == 1, said  # one trial failed
-    assert "again (attempt 2: its worker died)" in said, said
-    assert "[2/2, 1 failed]" in said and "train.checkpoint_every = 0" in said, said
-    resumed = re.search(r"\] ended (sweep-\w+)", said)
-    assert resumed is not None, said
-    log = (work / f"{resumed[1]}.log").read_text()
-    assert "resuming from " in log, log
-    assert_same_weights_as_uninterrupted(driver, resumed[1])
+    checkpoints, work, out = tmp_path / "shared-checkpoints", tmp_path / "workers", tmp_path / "sweep.out"
+    settings = [
+        arg for key in ("train.epochs", "train.checkpoint_every") for arg in ("-S", f"{key}={RESUMABLE[key]}")
+    ]
+    sweep = [*settings, "-S", "model=dcgan,lsgan", "--seeds", "0,1", "train"]
+    places = ["--checkpoints", str(checkpoints), "--work-dir", str(work)]
+    process = _start(driver, out, *sweep, *places)
+    pid = checkpointed_train_process(work, _holds_a_checkpoint(checkpoints), _ended(process, out))
+    killed = Path(psutil.Process(pid).cwd()).name  # the trial's clone is <work dir>/<trial>
+    os.kill(_ray_worker(pid).pid, signal.SIGKILL)  # as an OOM kill ends it: no handler, no cleanup
+    process.wait(timeout=600)
+    said = out.read_text()
+    assert process.returncode == 0, said
+    assert said.count("] ended sweep-") == 4 and "[4/4] ended" in said and "; done" in said, said
+    assert f"started {killed} " in said and "again (attempt 2: its worker died)" in said, said
+
+    found = _experiments(driver)
+    params = {name: data["params"]["params.yaml"]["data"] for name, data in found.items()}
+    settings_run = {(p["model"], p["seed"]) for p in params.values()}
+    assert settings_run == {(model, seed) for model in ("dcgan", "lsgan") for seed in (0, 1)}, found.keys()
+    for name, data in found.items():
+        train = data["metrics"]["metrics/train.json"]["data"]
+        assert train["steps"] == 160 and train["wall_time_s"] > 0, (name, train)
+
+    # The killed trial: its retry resumed, and ended in the weights of a run never stopped.
+    assert "resuming from " in (work / f"{killed}.log").read_text()
+    model, seed = params[killed]["model"], params[killed]["seed"]
+    assert_same_weights_as_uninterrupted(driver, killed, {**RESUMABLE, "model": model, "seed": seed})
+
+    again = run(_sweep_command(*sweep, *places), driver, env=_env(driver)).stdout
+    assert again.count("skipped sweep-") == 4 and "started" not in again, again
+    assert set(_experiments(driver)) == set(found)
+
+
+def test_a_failed_trial_blocks_nothing_and_ctrl_c_cancels_the_rest(driver: Path, tmp_path: Path) -> None:
+    work, out = tmp_path / "workers", tmp_path / "sweep.out"
+    # checkpoint_every 0 is refused by the train stage; the other trial would train for minutes.
+    sweep = ["-S", "train.epochs=3000", "-S", "train.checkpoint_every=0,8", "--seeds", "5", "train"]
+    process = _start(
+        driver, out, *sweep, "--checkpoints", str(tmp_path / "checkpoints"), "--work-dir", str(work)
+    )
+    failed = "train.checkpoint_every = 0 is not allowed"
+    pid = checkpointed_train_process(work, lambda _pid: failed in out.read_text(), _ended(process, out))
+    training = Path(psutil.Process(pid).cwd()).name
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
+    process.wait(timeout=120)
+    said = out.read_text()
+    assert process.returncode == 1 and "[1/2, 1 failed] FAILED sweep-" in said, said
+    assert "error: interrupted: 1 unfinished trial cancelled" in said, said
+    assert train_process(work) is None and not (work / training).exists()
+    remote = driver.parent / "remote.git"
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], remote).stdout.split()
+    assert not [ref for ref in refs if ref.endswith(f"/{training}")], refs

@@ -73,7 +73,8 @@ def expand(set_params: list[str], seeds: str | None) -> list[tuple[str, ...]]:
         sweeps = get_hydra_sweeps(to_path_overrides(arguments))
     except (InvalidArgumentError, HydraException) as exc:
         raise GanpipeError(
-            f"-S {' -S '.join(arguments)}: not DVC's -S syntax ({exc}); write -S key=value or -S key=v1,v2"
+            f"-S {' -S '.join(arguments)}: not DVC's -S syntax ({str(exc).splitlines()[0]}); "
+            "write -S key=value or -S key=v1,v2"
         ) from None
     return [
         tuple(
@@ -109,7 +110,7 @@ def resolved_params(repo: Path, overrides: tuple[str, ...]) -> dict[str, Any]:
         try:
             apply_overrides(copy, mine)
         except InvalidArgumentError as exc:
-            cause = f": {exc.__cause__}" if exc.__cause__ else ""
+            cause = f": {str(exc.__cause__).splitlines()[0].rstrip('.')}" if exc.__cause__ else ""
             raise GanpipeError(
                 f"-S {' '.join(overrides)}: DVC cannot apply it to {PARAMS_FILE}{cause}; "
                 f"check that each key exists in {PARAMS_FILE}"

@@ -41,7 +41,7 @@ from ganpipe.pipeline.errors import GanpipeError
 from ganpipe.sweep.plan import Trial, dvc_command, experiment_names, gpus_per_trial
 
 POLL_SECONDS = 0.5  # between looks at the tasks and their start events
-CANCEL_WAIT_SECONDS = 60.0  # how long Ctrl-C waits for the cancelled tasks to stop
+CANCEL_WAIT_SECONDS = 30.0  # how long Ctrl-C waits for the cancelled tasks to stop before killing them
 LOCAL_CLUSTER_ENV = {"RAY_process_group_cleanup_enabled": "1"}  # a dead worker's processes die too
 
 
@@ -115,7 +115,10 @@ def _step(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
         out.flush()
         process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            code = process.wait()
+            # Polled, not process.wait(): Ray's cancel raises the interrupt between bytecodes, which
+            # a blocking wait would not reach before the command ends.
+            while (code := process.poll()) is None:
+                time.sleep(POLL_SECONDS)
         except BaseException:
             with suppress(psutil.NoSuchProcess):
                 _kill([*psutil.Process(process.pid).children(recursive=True), psutil.Process(process.pid)])
@@ -141,6 +144,10 @@ def run_trial(spec: TrialSpec, events: Any) -> dict[str, Any]:
     log (every command's output, of the last attempt) stays in the work folder."""
     import ray
 
+    # Ray cancels a running task by a KeyboardInterrupt, which needs Python's SIGINT handler; a worker
+    # of the driver's local cluster inherits SIGINT ignored (see `sweep`).
+    with suppress(ValueError):  # only the main thread may set it; tasks run there
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     node = ray.util.get_node_ip_address()
     events.put((spec.name, node))
     work_dir = Path(spec.work_dir or Path(tempfile.gettempdir()) / "ganpipe-sweep")
@@ -267,7 +274,13 @@ def sweep(repo: Path, trials: list[Trial], targets: list[str], sha: str, url: st
     address = options.address or os.environ.get("RAY_ADDRESS")
     if address is None:
         os.environ.update({key: os.environ.get(key, value) for key, value in LOCAL_CLUSTER_ENV.items()})
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        # Ctrl-C reaches the whole foreground process group: the local cluster's processes, started
+        # with SIGINT ignored, keep ignoring it, and stay up while the driver cancels the tasks.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        finally:
+            signal.signal(signal.SIGINT, previous)
     else:
         ray.init(address=address, log_to_driver=False)
     try:
@@ -335,12 +348,15 @@ def _run(
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cancelling short
         for ref in pending:
-            ray.cancel(ref)
-        ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_SECONDS)
+            ray.cancel(ref)  # a KeyboardInterrupt in the task: it kills its commands (_step)
+        _, stuck = ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_SECONDS)
+        for ref in stuck:
+            ray.cancel(ref, force=True)  # its worker killed; Ray kills the worker's process group
+        cancelled = f"{len(pending)} unfinished trial{'' if len(pending) == 1 else 's'} cancelled"
         raise GanpipeError(
-            f"interrupted: {len(pending)} unfinished trials cancelled, {progress.ended} pulled; none was "
-            "pushed in part. Rerun the same sweep to pull any that pushed meanwhile and run the rest "
-            "(they resume from their checkpoints)"
+            f"interrupted: {cancelled}, {progress.ended} pulled; none was pushed in part. Rerun the "
+            "same sweep to pull any that pushed meanwhile and run the rest (they resume from their "
+            "checkpoints)"
         ) from None
     print(f"{progress.ended} of {len(todo)} trials ran; `dvc exp show` and `ganpipe compare` list them")
     if failures:
