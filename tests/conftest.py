@@ -229,7 +229,6 @@ def processed_digits(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., 
 LONGEST_FIRST = (
     "test_pipeline.py",
     "test_scale_out.py",
-    "test_sweep_ray.py",
     "test_queue_resume.py",
     "test_ddp.py",
     "test_train.py",

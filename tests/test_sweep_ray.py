@@ -4,8 +4,9 @@ A bare Git repository stands in for the git remote and a local folder for the DV
 driver repo runs the shared stages once and pushes them; each `ganpipe sweep` starts a local Ray
 cluster on this machine (ray.init(address="local"), with every core), whose tasks clone the bare
 repository, run `dvc exp run`, push, and are pulled by the driver. Skipped where Ray is not
-installed (pip install -r requirements-ray.txt -c constraints.txt). Each test takes tens of seconds:
-they carry the `ray` marker (`-m "not ray"` leaves them out); CI runs them.
+installed (pip install -r requirements-ray.txt -c constraints.txt). Each test takes more than half
+a minute, so they carry the `ray` marker, which the default run leaves out: `python -m pytest -q -m
+ray` runs them, and CI does (.ci/run).
 """
 
 from __future__ import annotations

@@ -237,12 +237,9 @@ def _import_ray() -> Any:
     return ray
 
 
-def _author(repo: Path) -> tuple[str, str]:
-    found = (
-        subprocess.run(["git", "config", key], cwd=repo, capture_output=True, text=True).stdout.strip()
-        for key in ("user.name", "user.email")
-    )
-    return tuple(found)  # type: ignore[return-value]
+def _git_config(repo: Path, key: str) -> str:
+    """A git setting of `repo`, "" when unset."""
+    return subprocess.run(["git", "config", key], cwd=repo, capture_output=True, text=True).stdout.strip()
 
 
 def _skip_done(repo: Path, trials: list[Trial], sha: str, remote: str) -> list[Trial]:
@@ -298,7 +295,7 @@ def _run(
     gpus = {trial.name: gpus_per_trial(trial.params, cluster_gpus) for trial in todo}
     events = Queue(actor_options={"num_cpus": 0})
     task = ray.remote(run_trial)
-    author = _author(repo)
+    author = (_git_config(repo, "user.name"), _git_config(repo, "user.email"))
     pending = {}
     for trial in todo:
         spec = TrialSpec(
