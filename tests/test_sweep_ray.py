@@ -114,7 +114,8 @@ def test_a_2x2_sweep_survives_a_killed_worker_and_its_rerun_trains_nothing(
     settings = [
         arg for key in ("train.epochs", "train.checkpoint_every") for arg in ("-S", f"{key}={RESUMABLE[key]}")
     ]
-    sweep = [*settings, "-S", "model=dcgan,lsgan", "--seeds", "0,1", "train"]
+    # `score` as the target: what `ganpipe compare` and `ganpipe results` need (train, sample, score).
+    sweep = [*settings, "-S", "model=dcgan,lsgan", "--seeds", "0,1", "score"]
     places = ["--checkpoints", str(checkpoints), "--work-dir", str(work)]
     process = _start(driver, out, *sweep, *places)
     pid = checkpointed_train_process(work, _holds_a_checkpoint(checkpoints), _ended(process, out))
@@ -133,6 +134,14 @@ def test_a_2x2_sweep_survives_a_killed_worker_and_its_rerun_trains_nothing(
     for name, data in found.items():
         train = data["metrics"]["metrics/train.json"]["data"]
         assert train["steps"] == 160 and train["wall_time_s"] > 0, (name, train)
+        assert data["metrics"]["metrics/scores.json"]["data"]["fid"] > 0, name
+    run(["ganpipe", "compare"], driver)
+    table = (driver / "reports/comparison.md").read_text()
+    assert all(f"| {name} |" in table for name in found), table
+    run(["ganpipe", "results", "--out", str(tmp_path / "results.md")], driver)
+    results = (tmp_path / "results.md").read_text().splitlines()
+    rows = [line for line in results if line.startswith("| ") and "---" not in line][1:]
+    assert sorted(row.split(" | ")[0].strip("| ") for row in rows) == ["dcgan", "lsgan"], rows  # 2 seeds each
 
     # The killed trial: its retry resumed, and ended in the weights of a run never stopped.
     assert "resuming from " in (work / f"{killed}.log").read_text()
