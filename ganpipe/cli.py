@@ -53,7 +53,14 @@ def _sweep(args: argparse.Namespace) -> None:
     from ganpipe.sweep import plan
 
     repo = Path.cwd()
-    ray_only = {"--address": args.address, "--checkpoints": args.checkpoints, "--work-dir": args.work_dir}
+    ray_only = {
+        "--address": args.address,
+        "--remote": args.remote,
+        "--checkpoints": args.checkpoints,
+        "--work-dir": args.work_dir,
+        "--cpus-per-trial": args.cpus_per_trial,
+        "--max-retries": args.max_retries,
+    }
     if args.engine == "local":
         given = [flag for flag, value in ray_only.items() if value is not None]
         if given:
@@ -67,21 +74,24 @@ def _sweep(args: argparse.Namespace) -> None:
             "-j is for --engine local; Ray runs as many trials at once as the cluster has room for "
             "(set --cpus-per-trial)"
         )
-    if args.cpus_per_trial <= 0 or args.max_retries < 0:
-        flag = "--cpus-per-trial" if args.cpus_per_trial <= 0 else "--max-retries"
+    remote = args.remote or "origin"
+    cpus = 1.0 if args.cpus_per_trial is None else args.cpus_per_trial
+    retries = 3 if args.max_retries is None else args.max_retries
+    if cpus <= 0 or retries < 0:
+        flag = "--cpus-per-trial" if cpus <= 0 else "--max-retries"
         raise GanpipeError(f"{flag} must be {'above' if flag == '--cpus-per-trial' else 'at least'} 0")
     from ganpipe.sweep import ray_engine
 
-    sha, url = plan.check_repo(repo, args.remote)
+    sha, url = plan.check_repo(repo, remote)
     trials = plan.plan(repo, args.set_param, args.seeds, args.targets)
     default = plan.resolved_params(repo, ())["train"]["checkpoint_dir"]
     options = ray_engine.Options(
         address=args.address,
-        remote=args.remote,
+        remote=remote,
         checkpoints=Path(args.checkpoints).resolve() if args.checkpoints else repo / default,
         work_dir=args.work_dir or "",
-        cpus=args.cpus_per_trial,
-        max_retries=args.max_retries,
+        cpus=cpus,
+        max_retries=retries,
     )
     ray_engine.sweep(repo, trials, args.targets, sha, url, options)
 
@@ -119,8 +129,7 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
     )
     sweep.add_argument(
         "--remote",
-        default="origin",
-        help="ray: the git remote the workers clone and push to (default: %(default)s)",
+        help="ray: the git remote the workers clone and push to (default: origin)",
     )
     sweep.add_argument(
         "--checkpoints",
@@ -130,14 +139,11 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument(
         "--work-dir", help="ray: where each node clones the trials (default: <tmp>/ganpipe-sweep)"
     )
-    sweep.add_argument(
-        "--cpus-per-trial", type=float, default=1.0, help="ray: num_cpus per task (default: %(default)g)"
-    )
+    sweep.add_argument("--cpus-per-trial", type=float, help="ray: num_cpus per task (default: 1)")
     sweep.add_argument(
         "--max-retries",
         type=int,
-        default=3,
-        help="ray: reruns of a trial whose worker died, each from its checkpoint (default: %(default)s)",
+        help="ray: reruns of a trial whose worker died, each from its checkpoint (default: 3)",
     )
     sweep.set_defaults(run=_sweep)
 

@@ -72,6 +72,7 @@ def test_cuda_on_a_cluster_without_gpus_is_refused() -> None:
     ("argv", "said"),
     [
         (["--address", "h:1"], "error: --address is for --engine ray"),
+        (["--max-retries", "1"], "error: --max-retries is for --engine ray"),
         (["--engine", "ray", "-j", "2"], "error: -j is for --engine local"),
         (["--engine", "ray", "--cpus-per-trial", "0"], "error: --cpus-per-trial must be above 0"),
     ],
