@@ -48,6 +48,106 @@ def _checkpoints(args: argparse.Namespace) -> None:
         print(f"{total}; none stale")
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    from ganpipe.pipeline.errors import GanpipeError
+    from ganpipe.sweep import plan
+
+    repo = Path.cwd()
+    ray_only = {
+        "--address": args.address,
+        "--remote": args.remote,
+        "--checkpoints": args.checkpoints,
+        "--work-dir": args.work_dir,
+        "--cpus-per-trial": args.cpus_per_trial,
+        "--max-retries": args.max_retries,
+    }
+    if args.engine == "local":
+        given = [flag for flag, value in ray_only.items() if value is not None]
+        if given:
+            raise GanpipeError(f"{given[0]} is for --engine ray; drop it, or add --engine ray")
+        from ganpipe.sweep import local
+
+        local.queue(repo, args.set_param, args.seeds, args.targets, args.jobs or 1)
+        return
+    if args.jobs is not None:
+        raise GanpipeError(
+            "-j is for --engine local; Ray runs as many trials at once as the cluster has room for "
+            "(set --cpus-per-trial)"
+        )
+    remote = args.remote or "origin"
+    cpus = 1.0 if args.cpus_per_trial is None else args.cpus_per_trial
+    retries = 3 if args.max_retries is None else args.max_retries
+    if cpus <= 0 or retries < 0:
+        flag = "--cpus-per-trial" if cpus <= 0 else "--max-retries"
+        raise GanpipeError(f"{flag} must be {'above' if flag == '--cpus-per-trial' else 'at least'} 0")
+    from ganpipe.sweep import ray_engine
+
+    sha, url = plan.check_repo(repo, remote)
+    trials = plan.plan(repo, args.set_param, args.seeds, args.targets)
+    default = plan.resolved_params(repo, ())["train"]["checkpoint_dir"]
+    options = ray_engine.Options(
+        address=args.address,
+        remote=remote,
+        checkpoints=Path(args.checkpoints).resolve() if args.checkpoints else repo / default,
+        work_dir=args.work_dir or "",
+        cpus=cpus,
+        max_retries=retries,
+    )
+    ray_engine.sweep(repo, trials, args.targets, sha, url, options)
+
+
+def _add_sweep(commands: argparse._SubParsersAction) -> None:
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a sweep: on this machine's DVC queue (--engine local) or as Ray tasks (--engine ray)",
+        description="Run every combination of the -S values (DVC's sweep syntax, as `dvc exp run --queue`) "
+        "and --seeds. --engine local queues them and starts `dvc queue start -j N`, as ever. --engine ray "
+        "runs each as a Ray task: `dvc exp run` in a clean clone of the git remote at HEAD, pushed to the "
+        "git and DVC remotes and pulled here, so `dvc exp show` and `ganpipe compare` list it "
+        "(docs/scaling-out.md). Run it in the repository root.",
+    )
+    sweep.add_argument("targets", nargs="*", help="stages to run, as for dvc exp run (default: all)")
+    sweep.add_argument(
+        "-S",
+        "--set-param",
+        action="append",
+        default=[],
+        metavar="[FILE:]KEY=V1,V2",
+        help="a param and its values, as `dvc exp run --queue -S` takes them; repeat for a grid",
+    )
+    sweep.add_argument(
+        "--seeds", help="comma-separated seeds, one trial per seed: --seeds 0,1,2 (-S seed=0,1,2)"
+    )
+    sweep.add_argument("--engine", choices=("local", "ray"), default="local", help="default: %(default)s")
+    sweep.add_argument(
+        "-j", "--jobs", type=int, help="local: experiments at once (dvc queue start -j; default 1)"
+    )
+    sweep.add_argument(
+        "--address",
+        help="ray: the cluster's head (HOST:PORT, as `ray start --head` prints it); default RAY_ADDRESS, "
+        "else a new local cluster on this machine",
+    )
+    sweep.add_argument(
+        "--remote",
+        help="ray: the git remote the workers clone and push to (default: origin)",
+    )
+    sweep.add_argument(
+        "--checkpoints",
+        help="ray: the checkpoint folder every node shares, at the same path, so a retried trial resumes "
+        "(default: this repo's train.checkpoint_dir, shared on one machine only)",
+    )
+    sweep.add_argument(
+        "--work-dir", help="ray: where each node clones the trials (default: <tmp>/ganpipe-sweep)"
+    )
+    sweep.add_argument("--cpus-per-trial", type=float, help="ray: num_cpus per task (default: 1)")
+    sweep.add_argument(
+        "--max-retries",
+        type=int,
+        help="ray: reruns of a trial whose worker died, each from its checkpoint (default: 3)",
+    )
+    sweep.set_defaults(run=_sweep)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganpipe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -97,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     checkpoints.add_argument("--prune", action="store_true", help="delete the stale checkpoint folders")
     checkpoints.set_defaults(run=_checkpoints)
+    _add_sweep(commands)
     return parser
 
 

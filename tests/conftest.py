@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,10 +107,81 @@ def ran_stages(dvc_stdout: str) -> set[str]:
     return {line.split("'")[1] for line in dvc_stdout.splitlines() if line.startswith("Running stage '")}
 
 
-@pytest.fixture
-def repo_copy(tmp_path: Path) -> Path:
-    """A fresh git + DVC repo holding a copy of the pipeline, with TINY params, committed."""
-    repo = tmp_path / "repo"
+def train_process(under: Path) -> int | None:
+    """The pid of a train stage's python process whose working folder is inside `under`."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        if (
+            b"stages.train" in argv
+            and Path(argv[0].decode()).name.startswith("python")
+            and cwd.startswith(str(under))
+        ):
+            return int(entry.name)
+    return None
+
+
+def checkpointed_train_process(
+    under: Path, has_checkpoint: Callable[[int], bool], ended: Callable[[], str | None]
+) -> int:
+    """Poll (cheaply: no dvc call, which takes seconds) for a train process inside `under` once
+    `has_checkpoint(pid)` says it wrote its first checkpoint; `ended()` says why the run ended first
+    (None: not yet)."""
+    deadline = time.monotonic() + 600  # generous: a CPU shared with other jobs slows every dvc call
+    while time.monotonic() < deadline:
+        pid = train_process(under)
+        if pid is not None and has_checkpoint(pid):
+            return pid
+        why = ended()
+        if why is not None:
+            raise AssertionError(f"the run ended before it could be killed after a checkpoint:\n{why}")
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for the first checkpoint")
+
+
+# 20 epochs of 8 steps on 256 digits, a checkpoint every 8: a kill after the first checkpoint lands
+# well before the end.
+RESUMABLE: dict[str, Any] = {"model": "dcgan", "train.epochs": 20, "train.checkpoint_every": 8}
+GENERATOR = "data/train/generator.pt"
+
+
+def one_thread_env(repo: Path) -> dict[str, str]:
+    """stage_env with one torch thread: runs to be compared bit for bit must split reductions alike."""
+    return dict(stage_env(repo), OMP_NUM_THREADS="1")
+
+
+def experiment_sha(repo: Path, name: str) -> str | None:
+    """The commit of the experiment's ref under refs/exps, None while it has none."""
+    refs = run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], repo).stdout
+    shas = [line.split()[0] for line in refs.splitlines() if line.endswith(f"/{name}")]
+    assert len(shas) <= 1, refs
+    return shas[0] if shas else None
+
+
+def assert_same_weights_as_uninterrupted(repo: Path, name: str, settings: dict[str, Any] = RESUMABLE) -> None:
+    """Experiment `name`'s generator is byte-identical to that of `settings` trained uninterrupted, in
+    `repo`'s workspace and outside DVC (its run cache would serve it); params.yaml is put back."""
+    params = (repo / "params.yaml").read_text()
+    write_params(repo, set_params(tiny_params(train__eval_every=None), settings))
+    try:
+        run([sys.executable, "-m", "stages.train"], repo, env=one_thread_env(repo))
+    finally:
+        (repo / "params.yaml").write_text(params)
+    sha = experiment_sha(repo, name)
+    assert sha is not None, f"the experiment {name} has no ref"
+    import dvc.api as dvc_api
+
+    with dvc_api.open(GENERATOR, repo=str(repo), rev=sha, mode="rb") as resumed:
+        assert resumed.read() == (repo / GENERATOR).read_bytes()
+
+
+def make_repo_copy(repo: Path) -> Path:
+    """`repo`: a fresh git + DVC repo holding a copy of the pipeline, with TINY params, committed."""
     repo.mkdir()
     for name in COPIED:
         source = REPO / name
@@ -127,6 +199,12 @@ def repo_copy(tmp_path: Path) -> Path:
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", "pipeline"], repo)
     return repo
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """A fresh git + DVC repo holding a copy of the pipeline, with TINY params, committed."""
+    return make_repo_copy(tmp_path / "repo")
 
 
 @pytest.fixture(scope="session")

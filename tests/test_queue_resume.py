@@ -15,49 +15,29 @@ import sys
 import time
 from pathlib import Path
 
-import dvc.api as dvc_api
-from conftest import dvc, run, set_params, stage_env, tiny_params, write_params
-
-# 20 epochs of 8 steps on 256 digits, a checkpoint every 8: the kill lands well before the end.
-SETTINGS = {"model": "dcgan", "train.epochs": 20, "train.checkpoint_every": 8}
-GENERATOR = "data/train/generator.pt"
-
-
-def _queue_env(repo: Path) -> dict[str, str]:
-    # One torch thread everywhere: the queued runs and the reference run must split reductions alike.
-    return dict(stage_env(repo), OMP_NUM_THREADS="1")
+from conftest import (
+    RESUMABLE,
+    assert_same_weights_as_uninterrupted,
+    checkpointed_train_process,
+    dvc,
+    experiment_sha,
+    one_thread_env,
+    run,
+    tiny_params,
+    write_params,
+)
 
 
 def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, "-m", "dvc", *args], repo, env=_queue_env(repo))
+    return run([sys.executable, "-m", "dvc", *args], repo, env=one_thread_env(repo))
 
 
 def _queue(repo: Path, name: str) -> None:
-    overrides = [arg for key, value in SETTINGS.items() for arg in ("-S", f"{key}={value}")]
+    overrides = [arg for key, value in RESUMABLE.items() for arg in ("-S", f"{key}={value}")]
     _dvc(repo, "exp", "run", "--queue", "-n", name, *overrides, "train")
     # Not through pipes: the worker it starts inherits them, and reading them would wait for its end.
     command = [sys.executable, "-m", "dvc", "queue", "start"]
-    subprocess.run(command, cwd=repo, env=_queue_env(repo), stdout=subprocess.DEVNULL, check=True)
-
-
-def _train_process(repo: Path) -> int | None:
-    """The pid of the train stage's python process running in one of the repo's temporary copies."""
-    copies = str(repo / ".dvc" / "tmp" / "exps")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            cwd = os.readlink(entry / "cwd")
-        except OSError:  # gone meanwhile, or not ours
-            continue
-        if (
-            b"stages.train" in argv
-            and Path(argv[0].decode()).name.startswith("python")
-            and cwd.startswith(copies)
-        ):
-            return int(entry.name)
-    return None
+    subprocess.run(command, cwd=repo, env=one_thread_env(repo), stdout=subprocess.DEVNULL, check=True)
 
 
 def _checkpoints(repo: Path) -> list[Path]:
@@ -78,31 +58,23 @@ def _state(repo: Path, name: str) -> str:
 
 
 def _train_pid_after_first_checkpoint(repo: Path) -> int:
-    """Poll (cheaply: no dvc call, which takes seconds) for the train process and its first checkpoint.
+    """The train process in one of the repo's temporary copies, once it wrote its first checkpoint.
 
     The run ended without either when its temporary copy is gone again.
     """
-    deadline = time.monotonic() + 600  # generous: a CPU shared with other jobs slows every dvc call
     copy_seen = False
-    while time.monotonic() < deadline:
-        pid = _train_process(repo)
-        if pid is not None and _checkpoints(repo):
-            return pid
+
+    def ended() -> str | None:
+        nonlocal copy_seen
         copies = list(repo.glob(".dvc/tmp/exps/tmp*"))
         if copy_seen and not copies:
-            log = _dvc(repo, "queue", "logs", "killed").stdout
-            raise AssertionError(f"the run ended before it could be killed after a checkpoint:\n{log}")
+            return _dvc(repo, "queue", "logs", "killed").stdout
         copy_seen = copy_seen or bool(copies)
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for the first checkpoint")
+        return None
 
-
-def _experiment_sha(repo: Path, name: str) -> str | None:
-    """The commit of the experiment's ref under refs/exps, None while it has none."""
-    refs = run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], repo).stdout
-    shas = [line.split()[0] for line in refs.splitlines() if line.endswith(f"/{name}")]
-    assert len(shas) <= 1, refs
-    return shas[0] if shas else None
+    return checkpointed_train_process(
+        repo / ".dvc" / "tmp" / "exps", lambda _pid: bool(_checkpoints(repo)), ended
+    )
 
 
 def _wait_until_done(repo: Path, name: str) -> str:
@@ -114,7 +86,7 @@ def _wait_until_done(repo: Path, name: str) -> str:
     last_asked = time.monotonic()
     while time.monotonic() < deadline:
         copies = list(repo.glob(".dvc/tmp/exps/tmp*"))
-        ended_sign = _experiment_sha(repo, name) is not None or (copy_seen and not copies)
+        ended_sign = experiment_sha(repo, name) is not None or (copy_seen and not copies)
         copy_seen = copy_seen or bool(copies)
         if ended_sign or time.monotonic() - last_asked > 10:
             last_asked = time.monotonic()
@@ -144,10 +116,4 @@ def test_requeued_experiment_resumes_from_the_killed_runs_checkpoint(repo_copy: 
     assert state == "Success", log
     assert f"resuming from {repo}/.ganpipe/checkpoints/" in log, log
 
-    # The same settings uninterrupted, in the workspace and outside DVC (its run cache would serve it).
-    write_params(repo, set_params(tiny_params(train__eval_every=None), SETTINGS))
-    run([sys.executable, "-m", "stages.train"], repo, env=_queue_env(repo))
-    sha = _experiment_sha(repo, "resumed")
-    assert sha is not None, "the resumed experiment has no ref"
-    with dvc_api.open(GENERATOR, repo=str(repo), rev=sha, mode="rb") as resumed:
-        assert resumed.read() == (repo / GENERATOR).read_bytes()
+    assert_same_weights_as_uninterrupted(repo, "resumed")
