@@ -2,7 +2,8 @@
 
 From the ground up: pipeline (plumbing: paths, io, params machinery, streams, images) < data
 (sources, preprocessing) < gan (networks, losses, training, sampling) < measure (classifier,
-features, scores, utility, privacy) < report (figures, compare, results) < the composition on top:
+features, scores, utility, privacy) < report (figures, compare, results) < sweep (experiment grids
+on the local queue or Ray, driving dvc as a subprocess) < the composition on top:
 ganpipe/config.py, ganpipe/params_doc.py, ganpipe/cli.py and stages/. The GAN layer sits below the
 measuring one: training is handed its FID during training (stages/train.py passes
 ganpipe.measure.score.domain_fid), and the privacy audit reads the trained critic through
@@ -17,7 +18,7 @@ from conftest import REPO
 
 from ganpipe.pipeline.deps import PACKAGE, imported_modules
 
-LAYERS = ("pipeline", "data", "gan", "measure", "report")
+LAYERS = ("pipeline", "data", "gan", "measure", "report", "sweep")
 TOP = len(LAYERS)  # ganpipe/*.py and stages/: above every layer
 
 
