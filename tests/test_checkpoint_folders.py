@@ -19,7 +19,14 @@ from conftest import REPO, run, stage_env, tiny_params, write_params
 from ganpipe.cli import main as ganpipe_main
 from ganpipe.config import validate
 from ganpipe.gan import inventory
-from ganpipe.gan.checkpoint import LOCK_FILE, RECORD_FILE, ROOT_ENV, claim, resolve_checkpoint_dir
+from ganpipe.gan.checkpoint import (
+    CHECKPOINT_FILE,
+    LOCK_FILE,
+    RECORD_FILE,
+    ROOT_ENV,
+    claim,
+    resolve_checkpoint_dir,
+)
 from ganpipe.gan.train import TRAIN_SCRIPT, run_key, train
 from ganpipe.pipeline import locks, paths
 from ganpipe.pipeline.deps import code_digest
@@ -90,6 +97,13 @@ def test_a_second_run_of_the_same_settings_is_refused_until_the_first_dies(
     folder = claim(shared / key, {"device": "cpu", "data_md5": "", "code": ""})  # free again
     folder.finish()
     assert not (shared / key).exists()
+
+
+def test_finishing_removes_what_a_killed_write_left(tmp_path: Path) -> None:
+    folder = claim(tmp_path / "run", {"device": "cpu", "data_md5": "", "code": ""})
+    (tmp_path / "run" / f".{CHECKPOINT_FILE}.k3j2.tmp").write_bytes(b"half a checkpoint")
+    folder.finish()
+    assert not (tmp_path / "run").exists()
 
 
 def _git_dvc_repo(root: Path, params: dict[str, Any]) -> Path:

@@ -128,6 +128,9 @@ class CheckpointFolder:
         """
         for name in (CHECKPOINT_FILE, RECORD_FILE, LOCK_FILE):
             (self.folder / name).unlink(missing_ok=True)
+            # A run killed while writing one (kill -9 mid-checkpoint) leaves the atomic writer's temp file.
+            for leftover in self.folder.glob(f".{name}.*.tmp"):
+                leftover.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.folder.rmdir()
         fd = _HELD.pop(self.folder, None)
