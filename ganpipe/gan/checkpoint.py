@@ -50,7 +50,7 @@ import torch
 
 from ganpipe.pipeline import locks
 from ganpipe.pipeline.errors import GanpipeError, ParamsError
-from ganpipe.pipeline.io import write_json
+from ganpipe.pipeline.io import remove_partial_writes, write_json
 
 CORRUPT_SUFFIX = ".corrupt"
 ROOT_ENV = "DVC_ROOT"  # set by DVC for every stage command: the repository an experiment belongs to
@@ -128,9 +128,7 @@ class CheckpointFolder:
         """
         for name in (CHECKPOINT_FILE, RECORD_FILE, LOCK_FILE):
             (self.folder / name).unlink(missing_ok=True)
-            # A run killed while writing one (kill -9 mid-checkpoint) leaves the atomic writer's temp file.
-            for leftover in self.folder.glob(f".{name}.*.tmp"):
-                leftover.unlink(missing_ok=True)
+            remove_partial_writes(self.folder / name)  # a run killed mid-checkpoint leaves one
         with contextlib.suppress(OSError):
             self.folder.rmdir()
         fd = _HELD.pop(self.folder, None)
