@@ -129,14 +129,15 @@ def _correlations(
     height, width = x.shape[2] - 2 * max_shift, x.shape[3] - 2 * max_shift
     size = channels * height * width
     filters = crops.reshape(count * crops.shape[1], channels, height, width)
+    wide = x.double()
+    sums = torch.nn.functional.avg_pool2d(wide, (height, width), stride=1).sum(dim=1) * (height * width)
+    squares = torch.nn.functional.avg_pool2d(wide * wide, (height, width), stride=1).sum(dim=1)
+    # (n, 1, shifts, shifts); a flip of the image flips this map of its crops' spreads the same way.
+    spread = (squares * (height * width) - sums * sums / size).clamp_min(0.0).sqrt().float()[:, None]
     best = torch.full(crops.shape[:2], -1.0)
-    for image in _flips(x, flips):
+    for image, image_spread in zip(_flips(x, flips), _flips(spread, flips), strict=True):
         numerator = torch.nn.functional.conv2d(image.reshape(1, -1, *x.shape[2:]), filters, groups=count)
-        wide = image.double()
-        sums = torch.nn.functional.avg_pool2d(wide, (height, width), stride=1).sum(dim=1) * (height * width)
-        squares = torch.nn.functional.avg_pool2d(wide * wide, (height, width), stride=1).sum(dim=1)
-        spread = (squares * (height * width) - sums * sums / size).clamp_min(0.0).sqrt()
-        norms = spread.flatten(1).float()[:, None, :]  # (n, 1, positions)
+        norms = image_spread.flatten(1)[:, None, :]  # (n, 1, positions)
         # A constant crop (a blank sample) correlates with nothing: 0, not rounding error over 0.
         numerator = numerator.view(count, crops.shape[1], -1)
         correlation = torch.where(norms > MIN_SPREAD, numerator / norms.clamp_min(MIN_SPREAD), 0.0)
