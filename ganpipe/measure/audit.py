@@ -217,8 +217,8 @@ class AuditReference:
             self.references[extractor.key] = reference
             self.extractors.append((extractor, module))
         self.copies = CopySearch(self.train, cfg["copy_shift"], tuple(cfg["copy_flips"]))
-        self.heldout_copy = self.copies.nearest(self.heldout).distances
-        self.copy_threshold = float(np.percentile(self.heldout_copy, HELDOUT_PERCENTILE))
+        heldout_copy = self.copies.nearest(self.heldout).distances
+        self.copy_threshold = float(np.percentile(heldout_copy, HELDOUT_PERCENTILE))
         self.null_copy_share = float(np.mean(self.copies.nearest(self.null).distances < self.copy_threshold))
 
     def _features(
@@ -246,19 +246,12 @@ class AuditReference:
             out.update({prefix + key: value for key, value in measured.items()})
             out.update({f"{prefix}null_{key}": value for key, value in null.items()})
             rule = self.rule
-            checks += [
-                share_check(
-                    f"{space} dcr_share", measured["dcr_share"], n, null["dcr_share"], n_null, +1, rule
-                ),
-                share_check(
-                    f"{space} authenticity",
-                    measured["authenticity"],
-                    n,
-                    null["authenticity"],
-                    n_null,
-                    -1,
-                    rule,
-                ),
+            # Copying raises the DCR share and lowers authenticity.
+            for key, direction in (("dcr_share", +1), ("authenticity", -1)):
+                checks.append(
+                    share_check(f"{space} {key}", measured[key], n, null[key], n_null, direction, rule)
+                )
+            checks.append(
                 auc_check(
                     f"{space} blackbox_auc",
                     measured["blackbox_auc"],
@@ -266,8 +259,8 @@ class AuditReference:
                     n_members,
                     n_heldout,
                     rule,
-                ),
-            ]
+                )
+            )
             ct = ct_check(f"{space} ct", measured, null, rule)
             checks += [ct] if ct is not None else []
             if figures and space == "domain":
