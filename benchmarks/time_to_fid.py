@@ -146,7 +146,7 @@ def train_with_timeline(params: dict[str, Any]) -> tuple[dict[str, Any], list[di
     def recording(run: Any, *args: Any, **kwargs: Any) -> Any:
         train_seconds = run.train_seconds
         result = original(run, *args, **kwargs)
-        epoch, step, fid = run.fid_log[-1]
+        epoch, step, _, fid, _ = run.fid_log[-1]  # FID_COLUMNS
         timeline.append(
             {
                 "epoch": int(epoch),

@@ -39,15 +39,13 @@ class Architecture:
     `memory_format`: the layout its fp32 weights and activations train in (bf16 always trains
     channels_last). `spectral_norm_builtin`: its critic has spectral norm on every layer whatever
     `models.<m>.spectral_norm_d` says, so weight clipping, which would constrain it twice, is refused
-    with it. `recipe`: this architecture's own optimiser settings over the model's, once a recipe is
-    given (None: the model's settings as they stand).
+    with it. Its optimiser recipes per loss are data in params.yaml (`recipes.<name>`).
     """
 
     name: str
     description: str
     memory_format: str = CONTIGUOUS
     spectral_norm_builtin: bool = False
-    recipe: dict[str, Any] | None = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {

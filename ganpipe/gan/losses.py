@@ -4,8 +4,9 @@ A loss is two small functions over critic outputs (raw scores, no sigmoid): one 
 one for the generator. A new GAN variant is one `register_loss` call plus an entry under
 `models:` in params.yaml; the training loop never changes.
 
-Regularisers that are not a loss (gradient penalty, weight clipping, spectral norm, dropout, EMA)
-live in the training loop and models; ganpipe.gan.catalog says which loss-specific ones make sense.
+Regularisers over the critic's scores (the gradient penalty, LeCam) are functions here beside the
+losses; the others (weight clipping, spectral norm, dropout, EMA) live in the training loop and
+models; ganpipe.gan.catalog says which loss-specific ones make sense.
 """
 
 from __future__ import annotations
@@ -90,6 +91,25 @@ register_loss("wasserstein", wasserstein_critic, wasserstein_generator)
 register_loss("bce", bce_critic, bce_generator)
 register_loss("least_squares", least_squares_critic, least_squares_generator)
 register_loss("hinge", hinge_critic, hinge_generator)
+
+
+# LeCam's anchors: moving averages of the critic's mean scores with this decay (the paper's 0.99).
+LECAM_DECAY = 0.99
+
+
+def lecam_regulariser(
+    real: torch.Tensor, fake: torch.Tensor, anchor_real: torch.Tensor, anchor_fake: torch.Tensor
+) -> torch.Tensor:
+    """LeCam regularisation (Tseng et al. 2021, the form of the authors' code):
+    E[relu(D(x) - a_F)^2] + E[relu(a_R - D(G(z)))^2].
+
+    `anchor_real` / `anchor_fake` are the moving averages (LECAM_DECAY) of the critic's mean score on
+    real / fake images. It keeps the scores on real images from running away above the fakes' usual
+    level and those on fakes below the reals', which on a few hundred images is how a critic overfits.
+    Computed in fp32 (a no-op in fp32) like the losses.
+    """
+    real, fake = _at_least_fp32(real), _at_least_fp32(fake)
+    return F.relu(real - anchor_fake).pow(2).mean() + F.relu(anchor_real - fake).pow(2).mean()
 
 
 def auxiliary_classifier_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,9 @@ from typing import Any
 from ganpipe.gan.catalog import ARCHITECTURES, AUGMENT_OPS, LOSS_OPTIONS, check_model_options
 from ganpipe.pipeline.errors import ParamsError
 from ganpipe.pipeline.params import (
+    AUTO_RECIPE,
     DEVICES,
+    MODEL_RECIPE,
     PRECISIONS,
     Schema,
     allowing,
@@ -23,13 +25,17 @@ from ganpipe.pipeline.params import (
     fail,
     integer,
     is_number,
+    model_config,
     number,
     optional,
+    recipe,
     string,
 )
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
-MODELS = "models"
+MODELS, RECIPES = "models", "recipes"
+# What a recipe (recipes.<arch>.<loss>) may set: how the model is optimised, not what it is.
+RECIPE_KEYS = ("optimizer", "lr_g", "lr_d", "betas", "n_critic", "ema_decay", "lecam_lambda")
 
 
 def _augment_policy(key: str, value: Any) -> None:
@@ -66,6 +72,7 @@ MODEL_SCHEMA: dict[str, Any] = {
     "dropout_d": number(0, 1, high_open=True),
     "label_smoothing": number(0, 0.5),
     "ema_decay": optional(number(0, 1, low_open=True, high_open=True)),
+    "lecam_lambda": number(0),  # LeCam regulariser weight (ganpipe.gan.losses.lecam_regulariser)
     "conditional": choice("none", "projection", "acgan"),  # class conditioning (ganpipe.gan.layers)
     "acgan_weight": number(0),  # weight of the auxiliary classifier's cross-entropy (acgan only)
 }
@@ -82,7 +89,10 @@ def _check_models(params: dict[str, Any]) -> None:
         check_model_options(f"{MODELS}.{name}", cfg)
     if params["model"] not in models:
         fail("model", params["model"], "one of " + ", ".join(models))
-    chosen, arch = models[params["model"]], ARCHITECTURES[params["arch"]["name"]]
+    _check_recipes(params[RECIPES])
+    # The settings it trains with, its architecture's recipe applied, must make sense too.
+    check_model_options(f"{MODELS}.{params['model']} with recipe {recipe(params)[0]}", model_config(params))
+    chosen, arch = model_config(params), ARCHITECTURES[params["arch"]["name"]]
     if arch.spectral_norm_builtin and chosen["clip"] is not None and chosen["clip"] != 0:
         # Only the selected model: the other entries (wgan clips) may still be run with dcgan.
         raise ParamsError(
@@ -93,15 +103,41 @@ def _check_models(params: dict[str, Any]) -> None:
         )
 
 
+def _check_recipes(recipes: Any) -> None:
+    # Every architecture has an entry ({} for none), so that dvc.yaml's recipes.${arch.name} resolves.
+    if not isinstance(recipes, dict) or sorted(recipes) != sorted(ARCHITECTURES):
+        fail(RECIPES, recipes, "a mapping with one entry per architecture (" + ", ".join(ARCHITECTURES) + ")")
+    for arch, by_loss in recipes.items():
+        if not isinstance(by_loss, dict):
+            fail(f"{RECIPES}.{arch}", by_loss, "a mapping of loss name -> recipe ({} for none)")
+        for loss, entry in by_loss.items():
+            key = f"{RECIPES}.{arch}.{loss}"
+            if loss not in LOSS_OPTIONS:
+                fail(key, loss, "a loss among " + ", ".join(sorted(LOSS_OPTIONS)))
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
+                fail(key, entry, "a mapping with a `name` and some of " + ", ".join(RECIPE_KEYS))
+            for option, value in entry.items():
+                if option == "name":
+                    continue
+                if option not in RECIPE_KEYS:
+                    raise ParamsError(
+                        f"params.yaml: {key}.{option} is not a recipe key; a recipe sets only "
+                        f"{', '.join(RECIPE_KEYS)} (set the rest in models.<name>)"
+                    )
+                MODEL_SCHEMA[option](f"{key}.{option}", value)
+
+
 GAN = Schema(
     sections={
         "model": string,  # checked against `models` below
         MODELS: None,  # a mapping of model name -> MODEL_SCHEMA, checked below
+        RECIPES: None,  # arch -> loss -> a recipe (RECIPE_KEYS), checked below
         "arch": {
             "name": choice(*ARCHITECTURES),  # the networks (ganpipe.gan.catalog.ARCHITECTURES)
             "nz": integer(1, 4096),
             "ngf": integer(4, 1024),
             "ndf": integer(4, 1024),
+            "recipe": choice(AUTO_RECIPE, MODEL_RECIPE),
         },
         "train": {
             "device": choice(*DEVICES),
@@ -140,6 +176,7 @@ GAN = Schema(
     allowed={
         "model": "a key of `models`",
         f"{MODELS}.<name>.loss": "one of " + ", ".join(sorted(LOSS_OPTIONS)),
+        RECIPES: "per architecture, loss name -> {name, " + ", ".join(RECIPE_KEYS) + "}",
     },
     # Keys that were replaced, with what replaces them: an old params.yaml gets told the new spelling.
     renamed={"train.bf16": "train.precision: bf16 (or fp32, the default)"},

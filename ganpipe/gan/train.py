@@ -35,14 +35,20 @@ from ganpipe.data.labels import check_conditional_data, class_prior, draw_labels
 from ganpipe.gan import ddp
 from ganpipe.gan.augment import DiffAugment
 from ganpipe.gan.checkpoint import claim, load_checkpoint, prepare_checkpoint_dir
-from ganpipe.gan.losses import LOSSES, auxiliary_classifier_loss, gradient_penalty
+from ganpipe.gan.losses import (
+    LECAM_DECAY,
+    LOSSES,
+    auxiliary_classifier_loss,
+    gradient_penalty,
+    lecam_regulariser,
+)
 from ganpipe.gan.models import build_models, memory_format, to_uint8
 from ganpipe.pipeline import paths
 from ganpipe.pipeline.deps import code_digest
 from ganpipe.pipeline.device import resolve_device
 from ganpipe.pipeline.errors import GanpipeError, ParamsError, run_first
 from ganpipe.pipeline.io import file_md5, save_npz, save_torch, write_json, write_text
-from ganpipe.pipeline.params import model_config
+from ganpipe.pipeline.params import model_config, recipe
 from ganpipe.pipeline.precision import autocast, check_precision, cpu_bf16_support
 from ganpipe.pipeline.processed import read_info, read_split
 from ganpipe.pipeline.stage import progress_disabled
@@ -50,6 +56,9 @@ from ganpipe.pipeline.streams import seed_globals, torch_generator
 
 FIXED_NOISE_COUNT = 16  # samples per epoch in the epoch-progression grid
 LOG_COLUMNS = ("step", "epoch", "loss_g", "loss_d", "wasserstein", "gp")
+# FID during training: fid is the sampling generator's (the EMA's when EMA is on), fid_generator the
+# trained weights' own (the same number without EMA); train_seconds as train.json's train_time_s.
+FID_COLUMNS = ("epoch", "step", "train_seconds", "fid", "fid_generator")
 FINAL_WINDOW = 50  # train.json reports losses averaged over the last this-many generator steps
 TRAIN_SCRIPT = "stages/train.py"  # its import closure (ganpipe.pipeline.deps) keys the checkpoints
 
@@ -157,6 +166,12 @@ class Run:
             self.generator.to(memory_format=layout)
             self.critic.to(memory_format=layout)
         self.ema = copy.deepcopy(self.generator).eval() if self.cfg["ema_decay"] else None
+        # This generator step's EMA weight 1 - decay (ema_weight) and the LeCam anchors' update weight,
+        # device tensors that are filled before each step: CUDA graphs read them at fixed addresses.
+        self.ema_weight = torch.ones((), device=device)
+        self.lecam_weight = torch.ones((), device=device)
+        # LeCam's moving averages of the critic's mean score on real and on fake images.
+        self.lecam_anchors = torch.zeros(2, device=device)
         capturable = device.type == "cuda" and params["train"]["cuda_graphs"]
         self.opt_g = make_optimizer(self.cfg, self.generator.parameters(), self.cfg["lr_g"], capturable)
         self.opt_d = make_optimizer(self.cfg, self.critic.parameters(), self.cfg["lr_d"], capturable)
@@ -173,7 +188,7 @@ class Run:
         # because with models.<m>.gp_every > 1 it may come from a step before the checkpoint.
         self.penalty = torch.zeros((), device=device)
         self.log: list[list[float | None]] = []
-        self.fid_log: list[list[float]] = []
+        self.fid_log: list[list[float]] = []  # FID_COLUMNS rows
         # Fixed-noise sample grids of some epochs (sample_epochs): every sample_stride-th one, the
         # stride doubling whenever more than train.epoch_grids are kept (keep_epoch_samples).
         self.epoch_samples: list[torch.Tensor] = []
@@ -218,6 +233,7 @@ class Run:
             "rng": _rng_state(self.noise, self.device),
             "step": self.step,
             "penalty": self.penalty,
+            "lecam_anchors": self.lecam_anchors,
             "log": self.log,
             "fid_log": self.fid_log,
             "epoch_samples": self.epoch_samples,
@@ -237,6 +253,7 @@ class Run:
         _restore_rng(state["rng"], self.noise, self.device)
         self.step, self.log, self.fid_log = state["step"], state["log"], state["fid_log"]
         self.penalty.copy_(state["penalty"])  # in place: CUDA graphs hold its address
+        self.lecam_anchors.copy_(state["lecam_anchors"])
         self.epoch_samples = state["epoch_samples"]
         self.sample_epochs, self.sample_stride = state["sample_epochs"], state["sample_stride"]
         self.train_seconds, self.wall_seconds = state["train_seconds"], state["wall_seconds"]
@@ -246,19 +263,30 @@ class Run:
         """The generator that sampling uses: the EMA copy when EMA is on."""
         return self.ema if self.ema is not None else self.generator
 
+    def ema_decay_at(self, generator_step: int) -> float:
+        """The EMA decay of 0-based generator step t: min(ema_decay, (1 + t) / (10 + t)).
+
+        The warm-up (TensorFlow's ExponentialMovingAverage with num_updates) lets the first steps'
+        weights fade fast: at decay 0.999 a plain average would still hold a third of the random
+        initialisation after 1,100 steps, most of a short run on a small set.
+        """
+        return min(self.cfg["ema_decay"], (1 + generator_step) / (10 + generator_step))
+
     @torch.no_grad()
     def update_ema(self) -> None:
-        decay = self.cfg["ema_decay"]
+        """Move the EMA weights towards the generator's by run.ema_weight (1 - this step's decay)."""
         for ema_param, param in zip(self.ema.parameters(), self.generator.parameters()):
-            ema_param.lerp_(param, 1.0 - decay)
+            ema_param.lerp_(param, self.ema_weight)
         for ema_buffer, buffer in zip(self.ema.buffers(), self.generator.buffers()):
             ema_buffer.copy_(buffer)
 
     @torch.no_grad()
-    def generate(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 images from the sampling generator in eval mode (batch norm running stats);
-        `labels` (on the device) condition a conditional generator."""
-        model = self.sampler
+    def generate(
+        self, noise: torch.Tensor, labels: torch.Tensor | None = None, model: nn.Module | None = None
+    ) -> torch.Tensor:
+        """uint8 images from `model` (default: the sampling generator) in eval mode (batch norm
+        running stats); `labels` (on the device) condition a conditional generator."""
+        model = model or self.sampler
         was_training = model.training
         model.eval()
         images = to_uint8(model(noise) if labels is None else model(noise, labels)).cpu()
@@ -287,6 +315,7 @@ class Steps:
         batch, nz = train_cfg["batch_size"], params["arch"]["nz"]
         self.run, self.images, self.loss = run, images, LOSSES[cfg["loss"]]
         self.smoothing, self.clip, self.gp_lambda = cfg["label_smoothing"], cfg["clip"], cfg["gp_lambda"]
+        self.lecam_lambda = cfg["lecam_lambda"]
         self.gp_every = cfg["gp_every"]
         # Lazy regularisation: one penalty every k steps at k times the weight keeps its average pull.
         self.gp_weight = self.gp_lambda * self.gp_every
@@ -333,6 +362,8 @@ class Steps:
             ddp.draw_(self.alpha, lambda alpha: alpha.uniform_(generator=self.run.noise))
         if self.augment_critic is not None:
             self.augment_critic.draw(self.run.noise)
+        # The anchors start at the first step's mean scores, then move by 1 - LECAM_DECAY per step.
+        self.run.lecam_weight.fill_(1.0 if self.run.step == 0 else 1.0 - LECAM_DECAY)
         self.last_critic = "critic_gp" if with_penalty else "critic"
         self._execute(self.last_critic, lambda: self._critic_update(with_penalty))
 
@@ -346,6 +377,9 @@ class Steps:
             )
         if self.augment_generator is not None:
             self.augment_generator.draw(self.run.noise)
+        if self.run.ema is not None:  # generator step t = run.step // n_critic - 1, 0-based
+            decay = self.run.ema_decay_at(self.run.step // self.run.cfg["n_critic"] - 1)
+            self.run.ema_weight.fill_(1.0 - decay)
         self._execute("generator", self._generator_update)
 
     def read_losses(self) -> tuple[float, float, float, float | None, bool]:
@@ -400,6 +434,14 @@ class Steps:
                 # ACGAN: the critic also classifies the real images (its logits on fakes are unused).
                 aux = auxiliary_classifier_loss(logits[:batch], self.real_labels)
                 critic_loss = loss_d = critic_loss + self.acgan_weight * aux
+            if self.lecam_lambda > 0:
+                # LeCam (Tseng et al. 2021): anchors updated with this batch's means first, as in the
+                # authors' code; the anchors carry no gradient.
+                means = torch.stack([score_real.mean(), score_fake.mean()]).detach()
+                run.lecam_anchors.lerp_(means, run.lecam_weight)
+                anchor_real, anchor_fake = run.lecam_anchors[0], run.lecam_anchors[1]
+                lecam = lecam_regulariser(score_real, score_fake, anchor_real, anchor_fake)
+                critic_loss = loss_d = critic_loss + self.lecam_lambda * lecam
             if with_penalty:
                 penalty = gradient_penalty(self.critic, real, fake, self.alpha, labels).float()
                 loss_d = critic_loss + self.gp_weight * penalty
@@ -648,24 +690,29 @@ def _end_of_epoch(
     eval_every = params["train"]["eval_every"]
     fid_text = ""
     if eval_every is not None and epoch % eval_every == 0 and fid is not None:
-        # A separate noise source, so evaluating never shifts the training draws.
-        noise = torch_generator(params["seed"], "train.eval_noise", epoch)
         count, nz = params["score"]["train_samples"], params["arch"]["nz"]
         labels = None
         if run.conditional:  # from the class prior, as the scored samples (sample.labels: prior)
             label_noise = torch_generator(params["seed"], "train.eval_labels", epoch)
             labels = draw_labels(run.class_prior, count, label_noise)
-        generated = torch.cat(
-            [
+
+        def fid_of(model: nn.Module) -> float:
+            # A separate noise source, so evaluating never shifts the training draws; the same for both.
+            noise = torch_generator(params["seed"], "train.eval_noise", epoch)
+            batches = [
                 run.generate(
                     torch.randn(min(500, count - start), nz, generator=noise).to(run.device),
                     None if labels is None else labels[start : start + 500].to(run.device),
+                    model,
                 )
                 for start in range(0, count, 500)
             ]
-        )
-        value = float(fid(generated.numpy(), run.device))
-        run.fid_log.append([epoch, run.step, value])
+            return float(fid(torch.cat(batches).numpy(), run.device))
+
+        value = fid_of(run.sampler)
+        # With EMA, the trained weights too: the curve then shows what the EMA gains.
+        own = fid_of(run.generator) if run.ema is not None else value
+        run.fid_log.append([epoch, run.step, round(run.train_seconds, 3), value, own])
         fid_text = f" fid={value:.2f}"
         if writer is not None:
             writer.add_scalar("eval/fid", value, run.step)
@@ -734,7 +781,7 @@ def _write_outputs(run: Run, params: dict[str, Any], steps_per_epoch: int, batch
         return "\n".join(lines) + "\n"
 
     write_text(paths.LOSSES_TSV, tsv(LOG_COLUMNS, run.log))
-    write_text(paths.FID_TSV, tsv(("epoch", "step", "fid"), run.fid_log))
+    write_text(paths.FID_TSV, tsv(FID_COLUMNS, run.fid_log))
 
     cfg = model_config(params)
     columns = list(zip(*run.log)) if run.log else [[]] * len(LOG_COLUMNS)
@@ -749,7 +796,10 @@ def _write_outputs(run: Run, params: dict[str, Any], steps_per_epoch: int, batch
         "steps": run.step,
         "generator_steps": len(run.log),
         "epochs": round(run.step / steps_per_epoch, 4),
-        "final_fid": run.fid_log[-1][2] if run.fid_log else None,
+        "recipe": recipe(params)[0],
+        "final_fid": run.fid_log[-1][3] if run.fid_log else None,
+        # FID against training time, for `ganpipe results`' curves (dvc exp show carries no plots).
+        "fid_curve": {column: [row[i] for row in run.fid_log] for i, column in enumerate(FID_COLUMNS)},
         "wall_time_s": round(run.wall_seconds, 3),
         "train_time_s": round(run.train_seconds, 3),
         "critic_images_per_s": round(run.step * batch / max(run.train_seconds, 1e-9), 1),

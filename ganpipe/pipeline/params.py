@@ -229,6 +229,28 @@ def load_sections(
     return validate(read_params(path), schemas, whole)
 
 
+# arch.recipe: "auto" takes the architecture's recipe for the model's loss where params.yaml's
+# `recipes` has one; MODEL_RECIPE is also the recipe name of a run on the model's own settings.
+AUTO_RECIPE, MODEL_RECIPE = "auto", "model"
+
+
+def recipe(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(name, settings) of the optimiser recipe a run trains with: `recipes.<arch.name>.<loss>` of the
+    selected model's loss when arch.recipe is auto and there is one, else (MODEL_RECIPE, {}): the
+    model's own settings. Params written before recipes existed read as MODEL_RECIPE."""
+    arch = params.get("arch", {})
+    loss = params.get("models", {}).get(params.get("model"), {}).get("loss")
+    entry = None
+    if arch.get("recipe", AUTO_RECIPE) == AUTO_RECIPE:
+        entry = (params.get("recipes") or {}).get(arch.get("name")) or {}
+        entry = entry.get(loss)
+    if not entry:
+        return MODEL_RECIPE, {}
+    settings = dict(entry)
+    return str(settings.pop("name")), settings
+
+
 def model_config(params: dict[str, Any]) -> dict[str, Any]:
-    """The settings of the selected model (the GAN layer checks both keys; the plots read them)."""
-    return params["models"][params["model"]]
+    """The settings the selected model trains with: its `models` entry, with the keys of its
+    architecture's recipe (see `recipe`) in their place (the GAN layer checks both; the plots read them)."""
+    return {**params["models"][params["model"]], **recipe(params)[1]}

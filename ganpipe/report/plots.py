@@ -193,10 +193,15 @@ def plot_class_grid(
 
 
 def plot_fid(fid: pd.DataFrame, path: Path, model: str) -> Path:
-    """FID over training (lower is better), with the best epoch marked."""
+    """FID over training (lower is better), with the best epoch marked; with a generator EMA, also
+    the trained weights' own FID (plots/train/fid.tsv's fid_generator), so the EMA's gain shows."""
     figure = Figure(figsize=(9, 5), layout="constrained")
     ax = figure.add_subplot()
-    ax.plot(fid["epoch"], fid["fid"], marker="o", color="tab:green", label="FID")
+    with_ema = "fid_generator" in fid and bool((fid["fid_generator"] != fid["fid"]).any())
+    label = "EMA generator" if with_ema else "FID"
+    ax.plot(fid["epoch"], fid["fid"], marker="o", color="tab:green", label=label)
+    if with_ema:
+        ax.plot(fid["epoch"], fid["fid_generator"], marker=".", color="tab:gray", label="trained weights")
     best = fid.loc[fid["fid"].idxmin()]
     ax.scatter(
         [best["epoch"]],
