@@ -49,7 +49,8 @@ def test_repro_experiments_and_compare(repo_copy: Path) -> None:
     scores = json.loads((repo_copy / "metrics/scores.json").read_text())
     assert train_metrics["steps"] > 0 and train_metrics["model"] == "wgan_gp"
     fid_rows = (repo_copy / "plots/train/fid.tsv").read_text().splitlines()
-    assert fid_rows[0] == "epoch\tstep\tfid" and len(fid_rows) == 1 + train_metrics["epochs"]
+    header = "epoch\tstep\ttrain_seconds\tfid\tfid_generator"
+    assert fid_rows[0] == header and len(fid_rows) == 1 + train_metrics["epochs"]
     assert train_metrics["final_fid"] == pytest.approx(float(fid_rows[-1].split("\t")[2]), rel=1e-5)
     assert scores.keys() >= SCORE_KEYS
     assert scores["fid"] > 0
