@@ -55,6 +55,8 @@ from ganpipe.pipeline.stage import progress_disabled
 from ganpipe.pipeline.streams import seed_globals, torch_generator
 
 FIXED_NOISE_COUNT = 16  # samples per epoch in the epoch-progression grid
+# Batches of noise that re-estimate the EMA generator's batch-norm statistics (refresh_ema_statistics).
+EMA_STATS_BATCHES, EMA_STATS_BATCH = 20, 64
 LOG_COLUMNS = ("step", "epoch", "loss_g", "loss_d", "wasserstein", "gp")
 # FID during training: fid is the sampling generator's (the EMA's when EMA is on), fid_generator the
 # trained weights' own (the same number without EMA); train_seconds as train.json's train_time_s.
@@ -152,7 +154,8 @@ class Run:
     ) -> None:
         self.cfg = model_config(params)
         self.device = device
-        seed = params["seed"]
+        seed = self.seed = params["seed"]
+        self.nz = params["arch"]["nz"]
         # The training split's class frequencies (n_classes,): conditional runs draw labels from it.
         self.class_prior = prior
         n_classes = len(prior)
@@ -279,6 +282,35 @@ class Run:
             ema_param.lerp_(param, self.ema_weight)
         for ema_buffer, buffer in zip(self.ema.buffers(), self.generator.buffers()):
             ema_buffer.copy_(buffer)
+
+    @torch.no_grad()
+    def refresh_ema_statistics(self, epoch: int) -> None:
+        """Re-estimate the EMA generator's batch-norm running statistics from its own activations on
+        EMA_STATS_BATCHES batches of fresh noise (StudioGAN's "standing statistics"), before it generates.
+
+        update_ema copies the trained generator's running statistics, which belong to its weights,
+        not to their average: in eval mode they shift and scale every activation of the EMA copy
+        (on BreastMNIST that made the EMA FID worse than the trained generator's in every run). The
+        noise comes from its own stream, keyed by `epoch`, so refreshing never shifts a training draw.
+        """
+        norms = [m for m in self.ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        noise = torch_generator(self.seed, "train.ema_statistics", epoch)
+        momenta = [norm.momentum for norm in norms]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a plain average over the batches
+        self.ema.train()
+        for _ in range(EMA_STATS_BATCHES):
+            z = torch.randn(EMA_STATS_BATCH, self.nz, generator=noise).to(self.device)
+            if self.conditional:
+                self.ema(z, draw_labels(self.class_prior, EMA_STATS_BATCH, noise).to(self.device))
+            else:
+                self.ema(z)
+        self.ema.eval()
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
 
     @torch.no_grad()
     def generate(
@@ -680,16 +712,20 @@ def _end_of_epoch(
     # The fixed-noise grid only where it is kept or shown: past the first doublings of the stride
     # most epochs keep none, and on CUDA each grid is a device-to-host copy. It draws no random
     # numbers, so skipping it changes nothing else.
-    if writer is not None or run.wants_epoch_samples(epoch, last):
+    eval_every = params["train"]["eval_every"]
+    fid_due = eval_every is not None and epoch % eval_every == 0 and fid is not None
+    show_samples = writer is not None or run.wants_epoch_samples(epoch, last)
+    if run.ema is not None and (show_samples or fid_due):
+        run.refresh_ema_statistics(epoch)
+    if show_samples:
         samples = run.generate(run.fixed_noise, run.fixed_labels)
         run.keep_epoch_samples(epoch, samples, params["train"]["epoch_grids"], last)
         if writer is not None:
             from ganpipe.pipeline.images import make_grid
 
             writer.add_image("samples", make_grid(samples.numpy(), nrow=4), epoch, dataformats="HWC")
-    eval_every = params["train"]["eval_every"]
     fid_text = ""
-    if eval_every is not None and epoch % eval_every == 0 and fid is not None:
+    if fid_due:
         count, nz = params["score"]["train_samples"], params["arch"]["nz"]
         labels = None
         if run.conditional:  # from the class prior, as the scored samples (sample.labels: prior)
@@ -762,6 +798,7 @@ def _write_outputs(run: Run, params: dict[str, Any], steps_per_epoch: int, batch
     save_torch(paths.GENERATOR, weights(run.generator))
     save_torch(paths.CRITIC, weights(run.critic))
     if run.ema is not None:
+        run.refresh_ema_statistics(0)  # key 0: noise of its own (epochs count from 1)
         save_torch(paths.GENERATOR_EMA, weights(run.ema))
     # Conditional runs also store the fixed labels, so the progression figure can name each column.
     fixed_labels = {} if run.fixed_labels is None else {"labels": run.fixed_labels.cpu().numpy()}

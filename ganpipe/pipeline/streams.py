@@ -38,6 +38,7 @@ STREAMS = (
     "train.rank",  # data-parallel training: each rank's global RNGs (dropout), per rank
     "train.fixed_noise",  # the 16 fixed-noise samples of the epoch-progression grid
     "train.eval_noise",  # FID-during-training samples, per epoch
+    "train.ema_statistics",  # noise that re-estimates the EMA generator's batch norms, per epoch
     "sample.noise",  # the scored samples
     "sample.labels",  # conditioning labels of the scored samples (conditional models)
     "train.eval_labels",  # conditioning labels of the FID-during-training samples, per epoch
