@@ -141,6 +141,16 @@ def is_penalty_step(step: int, gp_lambda: float, gp_every: int) -> bool:
     return gp_lambda > 0 and step % gp_every == 0
 
 
+def ema_decay_at(decay: float, generator_step: int) -> float:
+    """The EMA decay of 0-based generator step t: min(decay, (1 + t) / (10 + t)).
+
+    The warm-up (TensorFlow's ExponentialMovingAverage with num_updates) lets the first steps'
+    weights fade fast: at decay 0.999 a plain average would still hold a third of the random
+    initialisation after 1,100 steps, most of a short run on a small set.
+    """
+    return min(decay, (1 + generator_step) / (10 + generator_step))
+
+
 class Run:
     """Everything one training run holds; `state_dict()` is exactly what a checkpoint stores."""
 
@@ -265,15 +275,6 @@ class Run:
     def sampler(self) -> nn.Module:
         """The generator that sampling uses: the EMA copy when EMA is on."""
         return self.ema if self.ema is not None else self.generator
-
-    def ema_decay_at(self, generator_step: int) -> float:
-        """The EMA decay of 0-based generator step t: min(ema_decay, (1 + t) / (10 + t)).
-
-        The warm-up (TensorFlow's ExponentialMovingAverage with num_updates) lets the first steps'
-        weights fade fast: at decay 0.999 a plain average would still hold a third of the random
-        initialisation after 1,100 steps, most of a short run on a small set.
-        """
-        return min(self.cfg["ema_decay"], (1 + generator_step) / (10 + generator_step))
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -410,7 +411,7 @@ class Steps:
         if self.augment_generator is not None:
             self.augment_generator.draw(self.run.noise)
         if self.run.ema is not None:  # generator step t = run.step // n_critic - 1, 0-based
-            decay = self.run.ema_decay_at(self.run.step // self.run.cfg["n_critic"] - 1)
+            decay = ema_decay_at(self.run.cfg["ema_decay"], self.run.step // self.run.cfg["n_critic"] - 1)
             self.run.ema_weight.fill_(1.0 - decay)
         self._execute("generator", self._generator_update)
 
