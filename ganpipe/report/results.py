@@ -23,6 +23,7 @@ from ganpipe.measure.protocol import protocol_lines
 from ganpipe.pipeline.errors import GanpipeError
 from ganpipe.pipeline.io import write_text
 from ganpipe.report.compare import Experiment, finished_experiments
+from ganpipe.report.curves import curve_summary
 from ganpipe.report.settings import (
     LATER_COLUMNS,
     MISSING,
@@ -87,8 +88,11 @@ def environment_ids(rows: list[dict[str, Any]]) -> dict[str, str]:
     return ids
 
 
-def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
-    """The whole page: title, legend, table, environments, protocol and the runs left out."""
+def markdown(
+    rows: list[dict[str, Any]], skipped: list[str], curve_lines: tuple[str, ...] | list[str] = ()
+) -> str:
+    """The whole page: title, legend, "Which GAN", `curve_lines` (ganpipe.report.curves), the tables,
+    environments, protocol and the runs left out."""
     ids = environment_ids(rows)
     lines = [
         "# Results",
@@ -101,6 +105,7 @@ def markdown(rows: list[dict[str, Any]], skipped: list[str]) -> str:
         *(f"- `{column}`: {METRICS[column].note}" for column in MEASURED if METRICS[column].note),
         "",
         *section(rows),
+        *curve_lines,
     ]
     # One table per dataset, in the order the rows first name them: scores of different data never
     # share a table.
@@ -206,5 +211,8 @@ def write_results(
     if not experiments and not earlier:
         raise GanpipeError("no experiment has metrics yet; run `dvc exp run` or `dvc queue start` first")
     rows = merged_rows(results_rows(experiments), earlier)
-    write_text(out, markdown(rows, skipped))
+    settings = group_settings(experiments)
+    figure = out.with_name(f"{out.stem}_fid_against_time.png")
+    curves = curve_summary(settings, figure, repo) if settings else []
+    write_text(out, markdown(rows, skipped, curves))
     return out, rows

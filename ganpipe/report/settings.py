@@ -2,6 +2,7 @@
 
 A setting is everything but the seed that shapes a run's numbers: the model with its loss and
 conditioning, the networks' width (arch.ngf / arch.ndf), DiffAugment, the dataset, `data.limit`, the
+optimiser recipe (train.json's `recipe`), the generator EMA's decay, the LeCam weight, the
 training length, the sample count (FID is biased by N, so different N never pool), the commit whose
 code ran (`code`) and the environment it ran in (train.json's `environment`: package releases, torch's
 kernels and, on CPU, torch's thread count). Runs of one setting differ only in `seed`: they pool into
@@ -22,6 +23,7 @@ import numpy as np
 
 from ganpipe.measure.metrics import Metric
 from ganpipe.pipeline import paths
+from ganpipe.pipeline.params import model_config
 
 if TYPE_CHECKING:  # compare imports this module; the type alone is needed here
     from ganpipe.report.compare import Experiment
@@ -41,7 +43,19 @@ def width(params: dict[str, Any]) -> str | None:
 
 
 def _model_config(experiment: Experiment) -> dict[str, Any]:
-    return experiment.params.get("models", {}).get(experiment.params.get("model"), {})
+    """The settings the run trained with: its model entry with its architecture's recipe applied."""
+    params = experiment.params
+    if params.get("model") not in params.get("models", {}):
+        return {}
+    return model_config(params)
+
+
+def _ema(experiment: Experiment) -> Any:
+    return _model_config(experiment).get("ema_decay") or "none"
+
+
+def _lecam(experiment: Experiment) -> Any:
+    return _model_config(experiment).get("lecam_lambda") or "none"
 
 
 def _dataset(experiment: Experiment) -> str | None:
@@ -63,6 +77,11 @@ SETTING_FIELDS: tuple[tuple[str, Callable[[Experiment], Any], str], ...] = (
     ("conditional", lambda e: _model_config(e).get("conditional", "none"), ""),
     ("width", lambda e: width(e.params), "width "),
     ("augment", lambda e: ",".join(e.params.get("train", {}).get("augment") or []) or "none", "augment "),
+    # The optimiser recipe (recipes.<arch>.<loss>, or "model": the model's own settings), the
+    # generator EMA's decay and the LeCam weight: runs that differ in them never pool.
+    ("recipe", lambda e: _trained(e, "recipe"), "recipe "),
+    ("ema", _ema, "ema "),
+    ("lecam", _lecam, "lecam "),
     ("data", _dataset, ""),
     ("limit", lambda e: e.params.get("data", {}).get("limit"), "limit "),
     ("steps", lambda e: _trained(e, "steps"), "steps "),
@@ -73,7 +92,7 @@ SETTING_FIELDS: tuple[tuple[str, Callable[[Experiment], Any], str], ...] = (
 SETTING_COLUMNS = tuple(column for column, _, _ in SETTING_FIELDS)
 # Setting columns added after tables were written, whose "–" in a kept row means "not in that table"
 # (every run has arch.ngf and arch.ndf), not a value.
-LATER_COLUMNS = ("width",)
+LATER_COLUMNS = ("width", "recipe", "ema", "lecam")
 
 
 def setting(experiment: Experiment) -> tuple[Any, ...]:
