@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import yaml
 from conftest import REPO, run, tiny_params, write_params
 from test_docs import code_block
 
@@ -20,6 +21,7 @@ NAMED = {
     "ganpipe/measure/metrics.py",
     "dvc.yaml",
     "docs/params.md",
+    "params.yaml",
 }
 STAGES = ("download", "preprocess", "classifier", "reference", "train", "sample", "score")
 
@@ -55,6 +57,9 @@ def test_a_new_architecture_and_metric_touch_only_the_files_they_name(repo_copy:
         "ARCHITECTURES: dict[str, Architecture] = {",
         code_block(architecture, "# ganpipe/gan/catalog.py, an entry of ARCHITECTURES"),
     )
+    recipes = code_block(architecture, "# params.yaml, under recipes:")
+    params_file = repo / "params.yaml"
+    params_file.write_text(params_file.read_text().replace("\nrecipes:\n", f"\nrecipes:\n{recipes}\n", 1))
     metrics = repo / "ganpipe/measure/metrics.py"
     function = code_block("A new metric", "# ganpipe/measure/metrics.py, above METRICS")
     metrics.write_text(metrics.read_text().replace("\nMETRICS = {", f"\n{function}\n\nMETRICS = {{"))
@@ -72,6 +77,7 @@ def test_a_new_architecture_and_metric_touch_only_the_files_they_name(repo_copy:
 
     # The pipeline through both: a conditional mlp model, trained, sampled and scored.
     params = tiny_params(model="hinge", arch__name="mlp", data__channels=1, train__max_steps=4)
+    params["recipes"] = yaml.safe_load(params_file.read_text())["recipes"]
     params["models"]["hinge"]["conditional"] = "projection"
     write_params(repo, params)
     for stage in STAGES:

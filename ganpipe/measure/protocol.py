@@ -23,7 +23,10 @@ from typing import Any
 TRAIN_SPLIT = "train"  # trains the GAN; the scoring reference is drawn from it
 SELECTION_SPLIT = "none"  # no split selects a checkpoint
 HELDOUT_SPLIT = "val"  # never seen by the GAN: the held-out FID's reference
-CHECKPOINT = "the final generator weights (their EMA where models.<m>.ema_decay is set)"
+CHECKPOINT = (
+    "the final generator weights (their EMA, with batch-norm statistics of its own, where the run's "
+    "ema_decay is set: models.<m> or its recipe)"
+)
 N_RULE = "all sample.num_samples generated images against min(score.num_real, the split's images) real"
 HELDOUT_REASON = (
     "val, not test: PathMNIST's test split comes from another clinical centre (CRC-VAL-HE-7K, against "
