@@ -235,6 +235,8 @@ def test_which_gan_section_names_each_architectures_best_row_from_the_table() ->
         _row("resnet 64/64", "12 ± 1", "20 ± 2", steps="60", train_time_s="150 ± 3"),
         _row("resnet 64/64", "9 ± 9", "40 ± 3", conditional="projection", label_accuracy="0.9 ± 0.01"),
         _row("resnet 64/64", "1 ± 0", "1 ± 0", seeds="0"),  # one seed: never the best
+        # DiffAugment on, but also longer and with LeCam: no partner for an on / off ratio.
+        _row("resnet 64/64", "11 ± 1", "19 ± 2", augment="translation", steps="1500", lecam="0.3"),
         _row("64/64", "5", "5", data="local:mnist_t10k.npz", seeds="0,1,2"),  # another dataset
     ]
     page = results.markdown(rows, [])
@@ -246,6 +248,7 @@ def test_which_gan_section_names_each_architectures_best_row_from_the_table() ->
     assert "Held-out FID: resnet / dcgan = 0.89× (the mean ± std ranges overlap)" in section
     assert "Conditional resnet, best:" in section and "label accuracy 0.9 ± 0.01" in section
     assert "DiffAugment on / off, dcgan domain FID: hinge none 0.75×" in section
+    assert "DiffAugment on / off, resnet" not in section
     # One table per dataset, and the rows read back from the page are the rows written.
     assert page.count("| model |") == 2
     assert "## Data: `local:mnist_t10k.npz`" in page

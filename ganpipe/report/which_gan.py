@@ -13,12 +13,18 @@ from __future__ import annotations
 from typing import Any
 
 from ganpipe.gan.catalog import ARCHITECTURES as REGISTRY
-from ganpipe.report.settings import MISSING
+from ganpipe.report.settings import MISSING, SETTING_COLUMNS
 
 HEADING = "## Which GAN for my small medical set"
 # A claim that one setting beats another rests on at least this many seeds.
 MIN_SEEDS = 3
 ARCHITECTURES = tuple(REGISTRY)  # ganpipe.gan.arch, in its order
+
+
+def _differ_only_in_augment(row: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two rows are one setting with and without DiffAugment: a ratio between rows that also
+    differ in steps, recipe or LeCam would credit DiffAugment with what the others did."""
+    return all(row.get(column) == other.get(column) for column in SETTING_COLUMNS if column != "augment")
 
 
 def mean_and_std(value: Any) -> tuple[float, float] | None:
@@ -41,10 +47,14 @@ def _seed_count(row: dict[str, Any]) -> int:
 
 
 def _name(row: dict[str, Any]) -> str:
-    return (
-        f"`{row['model']}` ({row['conditional']}, DiffAugment {'off' if row['augment'] == 'none' else 'on'}, "
-        f"{row['steps']} steps)"
-    )
+    parts = [row["conditional"], f"DiffAugment {'off' if row['augment'] == 'none' else 'on'}"]
+    # The recipe, EMA and LeCam cells are "–" in rows from before they existed, and "none" when off.
+    parts += [
+        f"{label} {row[column]}"
+        for column, label in (("recipe", "recipe"), ("ema", "EMA"), ("lecam", "LeCam"))
+        if row.get(column) not in (None, MISSING, "none", "None")
+    ]
+    return f"`{row['model']}` ({', '.join(parts)}, {row['steps']} steps)"
 
 
 def _cell(row: dict[str, Any], column: str) -> str:
@@ -100,8 +110,7 @@ def dataset_lines(data: str, rows: list[dict[str, Any]]) -> list[str]:
                 (
                     other
                     for other in by_arch[arch]
-                    if other["augment"] != "none"
-                    and (other["model"], other["conditional"]) == (row["model"], row["conditional"])
+                    if other["augment"] != "none" and _differ_only_in_augment(row, other)
                 ),
                 None,
             )
