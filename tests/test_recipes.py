@@ -67,6 +67,17 @@ def test_resnet_hinge_takes_its_architectures_recipe() -> None:
         assert recipe(own) == ("model", {}) and model_config(own) == own["models"]["hinge"]
 
 
+def test_a_recipe_leaves_the_keys_it_does_not_set_to_the_model() -> None:
+    """The built-in recipes set no EMA: models.hinge.ema_decay reaches a resnet run, and a recipe's
+    own ema_decay wins over it."""
+    params = hinge_params("resnet")
+    params["models"]["hinge"].update(ema_decay=0.9, lr_g=1.0)
+    config = model_config(params)
+    assert config["ema_decay"] == 0.9 and config["lr_g"] == params["recipes"]["resnet"]["hinge"]["lr_g"]
+    params["recipes"]["resnet"]["hinge"].update(ema_decay=0.99)
+    assert model_config(params)["ema_decay"] == 0.99
+
+
 def test_a_run_records_its_recipe(processed_digits: Callable[..., Path], tmp_path: Path) -> None:
     """train.json names the recipe, and the recipe is what trains: the model's own settings give
     other weights from the same seed."""
